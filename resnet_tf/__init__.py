@@ -1,0 +1,22 @@
+"""resnet_tf: residual networks for Keras 3, with a TensorFlow trainer and exporter.
+
+    from resnet_tf import build_resnet, residual_block, bottleneck_block
+"""
+
+from resnet_tf.blocks import bottleneck_block, residual_block
+from resnet_tf.layers import BatchNormalization, StochasticDepth, ZeroPadShortcut
+from resnet_tf.resnet import DEPTHS, SPECS, build_resnet, feature_extractor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchNormalization",
+    "DEPTHS",
+    "SPECS",
+    "StochasticDepth",
+    "ZeroPadShortcut",
+    "bottleneck_block",
+    "build_resnet",
+    "feature_extractor",
+    "residual_block",
+]
