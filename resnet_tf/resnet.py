@@ -294,4 +294,5 @@ def feature_extractor(model):
     names = [layer.name for layer in model.layers]
     if "post_relu" in names:
         outputs[f"C{max(last)}"] = model.get_layer("post_relu").output
-    return keras.Model(model.inputs, outputs, name=f"{model.name}_features")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, outputs, name=f"{model.name}_features")
