@@ -62,8 +62,10 @@ class BatchNormalization(keras.layers.BatchNormalization):
             )
             # The kernel returns the unbiased (Bessel-corrected) batch variance;
             # Keras tracks the biased one.
-            shape = tf.shape(inputs)
-            count = tf.cast(tf.reduce_prod(shape) // shape[axis], "float32")
+            # int64: activations of large batches overflow an int32 element count.
+            count = tf.cast(tf.size(inputs, out_type=tf.int64), "float32") / tf.cast(
+                tf.shape(inputs)[axis], "float32"
+            )
             variance = variance * ((count - 1.0) / tf.maximum(count, 1.0))
             self.moving_mean.assign(
                 self.moving_mean * self.momentum + mean * (1.0 - self.momentum)
@@ -132,6 +134,16 @@ class ZeroPadShortcut(keras.layers.Layer):
         self.filters = filters
         self.stride = stride
         self.data_format = data_format or keras.config.image_data_format()
+
+    def build(self, input_shape):
+        # Option A only adds channels; fewer filters would make the output's real shape
+        # disagree with `compute_output_shape` and fail later, at the residual add.
+        channels = input_shape[-1 if self.data_format == "channels_last" else 1]
+        if channels is not None and channels > self.filters:
+            raise ValueError(
+                "ZeroPadShortcut can only add channels: filters must be at least the "
+                f"input channels ({channels}). Received: filters={self.filters}"
+            )
 
     def call(self, inputs):
         channels_last = self.data_format == "channels_last"
