@@ -450,6 +450,14 @@ def main(argv=None):
     parser.add_argument("--preset", choices=data.PRESETS, help="evaluation preprocessing (default: config.json)")
     parser.add_argument("--no-fold-batchnorm", action="store_true",
                         help="keep BatchNorm separate from the convolutions")
+    from resnet_tf import tflite
+
+    parser.add_argument("--tflite", action="append", type=tflite.parse_quantizations,
+                        metavar="{float32,float16,int8}",
+                        help="also write <export dir>/<model name>_<quantization>.tflite (and .json); "
+                             "repeatable or a comma list")
+    parser.add_argument("--data-dir", help="training images for --tflite int8 calibration "
+                        "(default: the run's config.json)")
     args = parser.parse_args(argv)
     from resnet_tf.cli import _fail
 
@@ -458,13 +466,19 @@ def main(argv=None):
             args.source, image_size=args.image_size, preset=args.preset, classes_file=args.classes)
         export_dir = args.export_dir or os.path.join(
             run_dir or os.path.dirname(os.path.abspath(args.source)), "export", model.name)
+        write_tflite = tflite.prepare_cli_export(
+            args.tflite or [], source=args.source, model=model, export_dir=export_dir,
+            class_names=class_names, image_size=image_size, preset=preset,
+            data_dir=args.data_dir, fold_batchnorm=not args.no_fold_batchnorm)
         path = export_serving_model(
             model, export_dir, class_names=class_names, image_size=image_size, preset=preset,
             version=args.version, top_k=args.top_k, fold_batchnorm=not args.no_fold_batchnorm,
         )
+        print(path)
+        for written in write_tflite():
+            print(written)
     except ValueError as error:  # ExportError, data.DataError: messages written for the user
         return _fail(_PROG, error)
-    print(path)
     return 0
 
 
