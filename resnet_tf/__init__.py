@@ -4,7 +4,7 @@
 """
 
 from resnet_tf.blocks import bottleneck_block, residual_block
-from resnet_tf.layers import BatchNormalization, StochasticDepth, ZeroPadShortcut
+from resnet_tf.layers import BatchNormalization, StochasticDepth, ZeroPadShortcut, freeze_batchnorm
 from resnet_tf.resnet import DEPTHS, SPECS, build_resnet, feature_extractor
 from resnet_tf.weights import WeightsDownloadError
 
@@ -20,5 +20,6 @@ __all__ = [
     "bottleneck_block",
     "build_resnet",
     "feature_extractor",
+    "freeze_batchnorm",
     "residual_block",
 ]

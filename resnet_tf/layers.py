@@ -173,3 +173,19 @@ class ZeroPadShortcut(keras.layers.Layer):
             "stride": self.stride,
             "data_format": self.data_format,
         }
+
+
+def freeze_batchnorm(model):
+    """Put every BatchNormalization layer of `model` in inference mode for good.
+
+    For fine-tuning: after `base.trainable = True`, Keras 3's `fit` calls the layers
+    with `training=True` even when the base was called with `training=False`, so the
+    moving statistics would drift on small fine-tuning batches. Frozen BatchNorm
+    layers always use (and keep) their moving statistics. Returns how many were frozen.
+    """
+    frozen = 0
+    for layer in model._flatten_layers(include_self=False):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+            frozen += 1
+    return frozen

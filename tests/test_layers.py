@@ -558,3 +558,20 @@ def test_build_resnet_trains_on_torch_backend():
     for momentum, bn in result["bn"].items():
         assert bn["max_diff"] < 1e-5, (momentum, bn)
         assert bn["moved"] > 1e-3, (momentum, bn)  # training updated the moving mean
+
+
+def test_freeze_batchnorm_keeps_moving_statistics_while_fine_tuning():
+    import resnet_tf
+
+    base = resnet_tf.build_resnet(20, include_top=False, pooling="avg", input_shape=(8, 8, 3))
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2)(base(inputs, training=False)))
+    assert resnet_tf.freeze_batchnorm(base) == 19
+    conv = base.get_layer("conv2_block1_1_conv")
+    before = [w.numpy().copy() for w in base.get_layer("conv1_bn").weights]
+    kernel = conv.kernel.numpy().copy()
+    model.compile("sgd", "mse")
+    model.fit(np.random.rand(8, 8, 8, 3) * 5, np.random.rand(8, 2), epochs=1, verbose=0)
+    for old, new in zip(before, base.get_layer("conv1_bn").weights):
+        np.testing.assert_array_equal(old, new.numpy())
+    assert not np.array_equal(kernel, conv.kernel.numpy())  # the rest still trains
