@@ -251,7 +251,7 @@ def evaluate_parser():
 def evaluate_main(argv=None):
     """`resnet-evaluate MODEL (--data-dir DIR | --dataset NAME) [--out DIR]`. Returns the exit status."""
     args = evaluate_parser().parse_args(argv)
-    from resnet_tf.cli import _fail
+    from resnet_tf.cli import fail as _fail
 
     try:
         if args.batch_size < 1:
@@ -371,7 +371,7 @@ def predict_main(argv=None):
     then 1 (2 for user errors that stop everything).
     """
     args = predict_parser().parse_args(argv)
-    from resnet_tf.cli import _fail
+    from resnet_tf.cli import fail as _fail
 
     try:
         if args.top_k < 1:

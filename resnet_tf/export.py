@@ -459,7 +459,7 @@ def main(argv=None):
     parser.add_argument("--data-dir", help="training images for --tflite int8 calibration "
                         "(default: the run's config.json)")
     args = parser.parse_args(argv)
-    from resnet_tf.cli import _fail
+    from resnet_tf.cli import fail as _fail
 
     try:
         model, class_names, image_size, preset, run_dir = load_checkpoint(

@@ -1,0 +1,143 @@
+"""The `resnet-train` (`train.py`) command, and the one-line error convention of every command.
+
+User errors print one line, `<prog>: error: <message>`, on stderr and exit with status 2,
+as argparse does for its own errors.
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+
+
+def _epoch_list(text):
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated epochs such as 20,30; received {text!r}") from None
+
+
+def train_parser(prog=None):
+    from resnet_tf.training import OPTIMIZERS, PRECISIONS, SCHEDULES
+
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train a ResNet with Keras. Rerunning the same command resumes the run "
+                    "in --out from its last finished epoch.",
+        epilog="Defaults marked 'recipe' depend on the image size: for images of 64 px or "
+               "less (CIFAR), ResNet-20, 40 epochs, SGD lr 0.2 per 256 images, wd 5e-4, "
+               "1 warmup epoch, no label smoothing; for larger images, ResNet-50, 90 epochs, "
+               "lr 0.1 per 256, wd 1e-4, 5 warmup epochs, label smoothing 0.1. "
+               "AdamW: lr 2e-3 (CIFAR) or 1e-3 per 256, wd 0.05.",
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--depth", type=int, help="ResNet depth: 18, 34, 50, 101, 152, 200 or "
+                       "the CIFAR 20, 32, 44, 56, 110, 164, 1001 (default: recipe, 20 or 50)")
+    model.add_argument("--variant", choices=("v1.5", "v1", "v2", "d"),
+                       help="block variant (default: v1.5; v2 for depths 164 and 1001)")
+    model.add_argument("--stem", choices=("imagenet", "cifar", "deep"),
+                       help="stem (default: cifar for images of 64 px or less)")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="cifar10",
+                      help="TFDS dataset name, or 'synthetic'; ignored with --data-dir "
+                           "(default: %(default)s)")
+    data.add_argument("--data-dir", help="folder with one sub-folder of images per class")
+    data.add_argument("--val-dir", help="validation folder laid out like --data-dir")
+    data.add_argument("--val-split", type=float,
+                      help="fraction of the training images held out for validation when "
+                           "the data has no validation split (default: 0.1; 0 for none)")
+    data.add_argument("--image-size", type=int, help="input size (default: the images' own)")
+    data.add_argument("--no-augment", dest="augment", action="store_false",
+                      help="no random crops and flips")
+    data.add_argument("--tfds-dir", help="TFDS data directory")
+    data.add_argument("--manual-dir", help="folder of manually downloaded TFDS archives")
+
+    opt = parser.add_argument_group("optimization")
+    opt.add_argument("--epochs", type=int, help="epochs (default: recipe, 40 or 90)")
+    opt.add_argument("--batch-size", type=int, default=128,
+                     help="global batch size, divided over the replicas (default: %(default)s)")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                     help="SGD with Nesterov momentum, or AdamW (default: %(default)s)")
+    opt.add_argument("--lr", type=float, help="learning rate per 256 images, scaled by "
+                     "batch-size/256 (default: recipe)")
+    opt.add_argument("--momentum", type=float, default=0.9,
+                     help="SGD momentum (default: %(default)s)")
+    opt.add_argument("--wd", type=float, help="weight decay, not applied to BatchNorm "
+                     "parameters or biases; for SGD the L2 coefficient of the papers "
+                     "(default: recipe)")
+    opt.add_argument("--label-smoothing", type=float, help="label smoothing (default: recipe)")
+    opt.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                     help="learning-rate decay after the warmup (default: %(default)s)")
+    opt.add_argument("--warmup-epochs", type=float, help="linear warmup epochs (default: recipe)")
+    opt.add_argument("--milestones", type=_epoch_list,
+                     help="epochs where --schedule step divides the rate by 10 "
+                          "(default: 50%%,75%% (CIFAR) or 33%%,67%%,89%% of --epochs)")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--precision", choices=PRECISIONS, default="auto",
+                     help="auto: mixed_float16 on GPUs of compute capability 7.0+, "
+                          "mixed_bfloat16 on CPUs with AMX/AVX512-BF16, else float32 "
+                          "(default: %(default)s)")
+    run.add_argument("--devices", type=int, help="use the first N GPUs; without GPUs, N > 1 "
+                     "splits the CPU into N logical devices (for testing distribution)")
+    run.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    run.add_argument("--deterministic", action="store_true",
+                     help="reproducible data order, augmentation and ops (slower)")
+    run.add_argument("--out", help="run directory (default: runs/resnet<depth>_<dataset>)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace a run in --out instead of resuming or refusing")
+    run.add_argument("--export-dir", help="SavedModel base directory (default: "
+                     "<out>/export/<model name>)")
+    run.add_argument("--no-export", dest="export", action="store_false",
+                     help="do not export a SavedModel at the end")
+    run.add_argument("--steps-per-execution", type=int, default=1,
+                     help="training steps per compiled call (default: %(default)s)")
+    return parser
+
+
+def train_main(argv=None):
+    """`train.py` / `resnet-train`. Returns the exit status."""
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "resnet-train"
+    if prog in ("__main__.py", "-c", ""):
+        prog = "resnet-train"
+    args = train_parser(prog).parse_args(argv)
+
+    from resnet_tf.training import RunOptions, TrainConfig, train
+
+    config = TrainConfig(**_fields(args, TrainConfig))
+    options = RunOptions(**_fields(args, RunOptions))
+    try:
+        train(config, options)
+    except ValueError as error:
+        if _is_user_error(error):
+            return fail(prog, error)
+        raise
+    return 0
+
+
+def _fields(args, cls):
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
+
+
+def _is_user_error(error):
+    """A ValueError with a message written for the user, not one from inside TF or Keras.
+
+    resnet_tf's own error types (ConfigError, data.DataError), and the ValueErrors that
+    resnet_tf code raises itself, such as build_resnet's argument checks.
+    """
+    if (type(error).__module__ or "").startswith("resnet_tf."):
+        return True
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    return tb is not None and os.path.abspath(tb.tb_frame.f_code.co_filename).startswith(package)
+
+
+def fail(prog, error):
+    """Print `<prog>: error: <message>` on one line to stderr; return exit status 2."""
+    message = " ".join(str(error).split())
+    print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+    return 2

@@ -1,0 +1,831 @@
+"""Training a ResNet with `model.fit`: the recipe, precision, distribution and the run directory.
+
+`train(TrainConfig(...), RunOptions(...))` is the whole `train.py` command. Its pieces
+stand on their own: `resolve_precision`, `make_strategy`, `WarmupSchedule`,
+`build_optimizer`.
+
+A run directory holds everything one run writes; rerunning the same command resumes
+it from the last finished epoch, and a finished run is left as it is:
+
+    config.json   the resolved configuration (and whether the run is complete)
+    classes.txt   class names, one per line, in label order
+    history.csv   one row per finished epoch; curves.png plots it
+    best.keras    the model with the best validation accuracy so far; last.keras the latest
+    metrics.json  `resnet_tf.metrics.evaluate_model` on the validation data at the end
+    logs/         TensorBoard; backup/ the BackupAndRestore state; export/ the SavedModel
+"""
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+
+import keras
+
+from resnet_tf.blocks import check_choice
+from resnet_tf.metrics import evaluate_model
+from resnet_tf.resnet import DEPTHS, build_resnet
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+
+# Defaults per data preset ("cifar": images of 64 px or less). Learning rates are per 256
+# images, scaled by global_batch / 256. SGD weight decay is the L2 coefficient of the
+# papers and torchvision (see `build_optimizer`); AdamW's is its decoupled coefficient.
+RECIPES = {
+    "cifar": dict(depth=20, epochs=40, warmup_epochs=1, label_smoothing=0.0,
+                  sgd=(0.2, 5e-4), adamw=(2e-3, 0.05), milestones=(0.5, 0.75)),
+    # Goyal et al. 2017 and "Bag of Tricks" (He et al. 2019): lr 0.1 per 256, 5 warmup
+    # epochs, label smoothing 0.1, no decay on BatchNorm parameters and biases.
+    "imagenet": dict(depth=50, epochs=90, warmup_epochs=5, label_smoothing=0.1,
+                     sgd=(0.1, 1e-4), adamw=(1e-3, 0.05), milestones=(1 / 3, 2 / 3, 8 / 9)),
+}
+DEFAULT_VAL_SPLIT = 0.1
+
+# Written by `train`; `--overwrite` removes exactly these and nothing else.
+ARTIFACTS = ("config.json", "classes.txt", "history.csv", "curves.png", "metrics.json",
+             "best.keras", "last.keras", "logs", "backup", "export")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message is one sentence for the user."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """What defines a run: two runs with equal resolved configs are the same run.
+
+    `None` means the recipe's default for the data (see `RECIPES`); `lr` is per 256
+    images; `milestones` are epochs (step schedule); `val_split` applies only when the
+    data has no validation split of its own.
+    """
+
+    depth: int | None = None
+    variant: str | None = None
+    stem: str | None = None
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    val_dir: str | None = None
+    val_split: float | None = None
+    image_size: int | None = None
+    augment: bool = True
+    epochs: int | None = None
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    lr: float | None = None
+    momentum: float = 0.9
+    wd: float | None = None
+    label_smoothing: float | None = None
+    schedule: str = "cosine"
+    warmup_epochs: float | None = None
+    milestones: tuple | None = None
+    precision: str = "auto"
+    seed: int = 0
+    deterministic: bool = False
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """How and where a run executes; none of it changes the result."""
+
+    out: str | None = None
+    overwrite: bool = False
+    devices: int | None = None
+    tfds_dir: str | None = None
+    manual_dir: str | None = None
+    export: bool = True
+    export_dir: str | None = None
+    steps_per_execution: int = 1
+    verbose: int | None = None
+
+
+# --- the recipe -------------------------------------------------------------------------
+
+
+def check_config(config, options=RunOptions()):
+    """Rejects what can be rejected without TensorFlow or data; raises `ConfigError`."""
+    if config.depth is not None:
+        try:
+            check_choice("depth", config.depth, DEPTHS)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                          ("precision", PRECISIONS)):
+        if getattr(config, name) not in allowed:
+            raise ConfigError(f"--{name} must be one of {', '.join(allowed)}; "
+                              f"received {getattr(config, name)!r}.")
+    for name in ("epochs", "batch_size", "image_size"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{_flag(name)} must be a positive integer; received {value}.")
+    if config.lr is not None and not config.lr > 0:
+        raise ConfigError(f"--lr must be positive; received {config.lr}.")
+    for name, value, low, high in (("wd", config.wd, 0, math.inf),
+                                   ("label-smoothing", config.label_smoothing, 0, 1),
+                                   ("val-split", config.val_split, 0, 1),
+                                   ("momentum", config.momentum, 0, 1)):
+        if value is not None and not low <= value < high:
+            raise ConfigError(f"--{name} must be in [{low}, {high}); received {value}.")
+    if config.warmup_epochs is not None and config.warmup_epochs < 0:
+        raise ConfigError(f"--warmup-epochs must be >= 0; received {config.warmup_epochs}.")
+    for flag, path in (("--data-dir", config.data_dir), ("--val-dir", config.val_dir)):
+        if path is not None and not os.path.isdir(path):
+            what = "is not a directory" if os.path.exists(path) else "does not exist"
+            raise ConfigError(f"{flag} {path} {what}; expected a folder with one sub-folder "
+                              "of images per class.")
+    if options.devices is not None and options.devices < 1:
+        raise ConfigError(f"--devices must be a positive integer; received {options.devices}.")
+    if options.steps_per_execution < 1:
+        raise ConfigError("--steps-per-execution must be a positive integer; "
+                          f"received {options.steps_per_execution}.")
+
+
+def resolve_config(config, preset, image_size):
+    """The config with every default filled in for data of `preset` and `image_size`."""
+    recipe = RECIPES[preset]
+    resolved = dataclasses.asdict(config)
+    lr, wd = recipe[config.optimizer]
+    epochs = config.epochs or recipe["epochs"]
+    warmup = config.warmup_epochs
+    if warmup is None:
+        warmup = recipe["warmup_epochs"] if recipe["warmup_epochs"] < epochs else 0
+    elif warmup >= epochs:
+        raise ConfigError(f"--warmup-epochs ({warmup:g}) must be less than --epochs ({epochs}).")
+    milestones = config.milestones
+    if milestones is None:
+        milestones = [round(f * epochs) for f in recipe["milestones"]]
+    resolved.update(
+        depth=config.depth or recipe["depth"],
+        stem=config.stem or ("cifar" if image_size <= 64 else
+                             "deep" if config.variant == "d" else "imagenet"),
+        # The dataset name is ignored when images come from a folder.
+        dataset=None if config.data_dir else config.dataset,
+        data_dir=config.data_dir and os.path.abspath(config.data_dir),
+        val_dir=config.val_dir and os.path.abspath(config.val_dir),
+        val_split=DEFAULT_VAL_SPLIT if config.val_split is None else config.val_split,
+        image_size=image_size,
+        preset=preset,
+        epochs=epochs,
+        lr=lr if config.lr is None else config.lr,
+        wd=wd if config.wd is None else config.wd,
+        label_smoothing=(recipe["label_smoothing"] if config.label_smoothing is None
+                         else config.label_smoothing),
+        warmup_epochs=warmup,
+        milestones=sorted(int(m) for m in milestones),
+    )
+    return resolved
+
+
+def default_run_name(depth, dataset=None, data_dir=None):
+    """`resnet20_cifar10`; a folder `/data/cifar/train` is named after `cifar`."""
+    tag = dataset
+    if data_dir:
+        parts = os.path.abspath(data_dir).rstrip(os.sep).split(os.sep)
+        tag = parts[-1]
+        if tag.lower() in ("train", "training", "images") and len(parts) > 2:
+            tag = parts[-2]
+    return f"resnet{depth}_{tag}"
+
+
+def _flag(name):
+    return name.replace("_", "-")
+
+
+# --- precision and distribution ---------------------------------------------------------
+
+
+def resolve_precision(precision="auto"):
+    """Returns `(policy name, reason)`.
+
+    "auto": mixed_float16 on GPUs of compute capability 7.0 or newer (tensor cores),
+    mixed_bfloat16 on CPUs with AMX or AVX512-BF16, float32 otherwise.
+    """
+    if precision != "auto":
+        return precision, "requested"
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability")
+                        for g in gpus]
+        if all(c and tuple(c) >= (7, 0) for c in capabilities):
+            return "mixed_float16", f"auto: GPU compute capability {capabilities[0]}"
+        return "float32", f"auto: GPU compute capability {capabilities[0]} is below 7.0"
+    flags = _cpu_flags() & {"amx_bf16", "avx512_bf16"}
+    if flags:
+        return "mixed_bfloat16", f"auto: CPU with {' and '.join(sorted(flags))}"
+    return "float32", "auto: no fast float16/bfloat16 on this CPU"
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def make_strategy(devices=None):
+    """The `tf.distribute` strategy for this process; call before TensorFlow runs any op.
+
+    `TF_CONFIG` set: MultiWorkerMirroredStrategy. Otherwise MirroredStrategy over two or
+    more visible GPUs, else the default strategy. `devices` selects the first N GPUs; on
+    a host without GPUs, N > 1 splits the CPU into N logical devices and mirrors over
+    them (slower than one device: it exists to exercise distributed code on any host).
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    multi_worker = bool(os.environ.get("TF_CONFIG"))
+    if devices is not None and gpus:
+        if devices > len(gpus):
+            raise ConfigError(f"--devices {devices} asks for more GPUs than the {len(gpus)} "
+                              "visible.")
+        gpus = gpus[:devices]
+        tf.config.set_visible_devices(gpus, "GPU")
+    elif devices is not None and devices > 1:
+        if multi_worker:
+            raise ConfigError("--devices > 1 without GPUs cannot be combined with TF_CONFIG; "
+                              "run one process per worker instead.")
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)])
+        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(devices)])
+    if multi_worker:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(gpus) >= 2:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def strategy_name(strategy):
+    """The public name of the strategy's class ("default" for no strategy)."""
+    import tensorflow as tf
+
+    for name in ("MultiWorkerMirroredStrategy", "MirroredStrategy", "OneDeviceStrategy"):
+        if isinstance(strategy, getattr(tf.distribute, name)):
+            return name  # the class itself may be named otherwise (CollectiveAllReduceStrategy)
+    name = type(strategy).__name__
+    return "default" if name.startswith("_Default") else name
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files (always, unless multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+# --- optimization -----------------------------------------------------------------------
+
+
+@keras.saving.register_keras_serializable(package="resnet_tf")
+class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warmup to `peak`, then cosine decay to zero or steps down at milestones.
+
+    Args:
+        peak: float. Learning rate at the end of the warmup.
+        total_steps: int. Length of training in optimizer steps.
+        warmup_steps: int. Steps of linear warmup from `peak / warmup_steps`.
+        decay: str. "cosine" or "step".
+        milestones: list of int. Steps where "step" multiplies the rate by `decay_rate`.
+        decay_rate: float. Factor of each step decay.
+    """
+
+    def __init__(self, peak, total_steps, warmup_steps=0, decay="cosine", milestones=(),
+                 decay_rate=0.1):
+        check_choice("decay", decay, SCHEDULES)
+        self.peak = float(peak)
+        self.total_steps = int(total_steps)
+        self.warmup_steps = int(warmup_steps)
+        self.decay = decay
+        self.milestones = [int(m) for m in milestones]
+        self.decay_rate = float(decay_rate)
+
+    def __call__(self, step):
+        ops = keras.ops
+        step = ops.cast(step, "float32")
+        if self.decay == "cosine":
+            span = max(1, self.total_steps - self.warmup_steps)
+            progress = ops.clip((step - self.warmup_steps) / span, 0.0, 1.0)
+            rate = 0.5 * self.peak * (1.0 + ops.cos(math.pi * progress))
+        else:
+            passed = sum(ops.cast(step >= m, "float32") for m in self.milestones)
+            rate = self.peak * ops.power(self.decay_rate, passed)
+        if not self.warmup_steps:
+            return rate
+        warm = self.peak * (step + 1.0) / self.warmup_steps
+        return ops.where(step < self.warmup_steps, warm, rate)
+
+    def get_config(self):
+        return dict(peak=self.peak, total_steps=self.total_steps,
+                    warmup_steps=self.warmup_steps, decay=self.decay,
+                    milestones=self.milestones, decay_rate=self.decay_rate)
+
+
+def decayed_variables(model):
+    """The variables that get weight decay: kernels, not BatchNorm parameters or biases."""
+    return [v for v in model.trainable_variables if len(v.shape) > 1]
+
+
+def build_optimizer(name, learning_rate, weight_decay, model, momentum=0.9):
+    """SGD with Nesterov momentum, or AdamW; decoupled decay on kernels only.
+
+    Keras decays decoupled (`w -= lr * weight_decay * w`, outside the momentum). Coupled
+    L2 of the same coefficient, as the papers and torchvision apply it, is amplified by
+    SGD's momentum to an effective `1 / (1 - momentum)` times that; SGD therefore gets
+    `weight_decay / (1 - momentum)` so that `wd=5e-4` means what recipes mean by it.
+    """
+    if name == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=True,
+                                         weight_decay=weight_decay / (1.0 - momentum) or None)
+    else:
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    decayed = {id(v) for v in decayed_variables(model)}
+    optimizer.exclude_from_weight_decay(
+        var_list=[v for v in model.trainable_variables if id(v) not in decayed])
+    return optimizer
+
+
+# --- the run directory ------------------------------------------------------------------
+
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def atomic_write(path, write):
+    """Calls `write(tmp_path)` and moves the result over `path`; a kill leaves either."""
+    directory, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    if name.endswith(".weights.h5"):
+        ext = ".weights.h5"
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=ext, dir=directory)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are for everyone
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_text(path, text):
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+    atomic_write(path, write)
+
+
+def write_json(path, obj):
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+class RunDirectory:
+    """The files of one run under `path`."""
+
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    def read_config(self):
+        try:
+            with open(self.file("config.json")) as f:
+                return json.load(f)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"cannot read {self.file('config.json')} ({error}); "
+                              "pass --overwrite to start the run again.") from None
+
+    def check(self, resolved, old):
+        """Refuses a directory that holds something else; True if the run is complete.
+
+        `old` is `read_config()`; `resolved` the new configuration (needed if `old` is).
+        """
+        if old is None:
+            if self._entries():
+                raise ConfigError(f"--out {self.path} is not empty and holds no run "
+                                  "(no config.json); choose another --out or pass --overwrite.")
+            return False
+        # Keys a newer version added are not differences: the old run did not have them.
+        differing = [k for k in sorted(resolved)
+                     if k in old["config"] and resolved[k] != old["config"][k]]
+        if differing:
+            changes = ", ".join(f"{k}: {old['config'].get(k)!r} -> {resolved.get(k)!r}"
+                                for k in differing)
+            raise ConfigError(f"--out {self.path} holds a run with a different configuration "
+                              f"({changes}); pass --overwrite to replace it, or choose "
+                              "another --out.")
+        return old.get("status") == "complete"
+
+    def check_writable(self):
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.path):
+                pass
+        except OSError as error:
+            raise ConfigError(f"cannot write to --out {self.path} "
+                              f"({error.strerror or error}).") from None
+
+    def clear(self):
+        for name in ARTIFACTS:
+            path = self.file(name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+
+    def _entries(self):
+        try:
+            return os.listdir(self.path)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def read_history(self):
+        try:
+            with open(self.file("history.csv"), newline="") as f:
+                return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        except FileNotFoundError:
+            return []
+
+    def write_history(self, rows):
+        columns = list(rows[0])
+        lines = [",".join(columns)]
+        lines += [",".join(_format(row.get(c)) for c in columns) for row in rows]
+        write_text(self.file("history.csv"), "\n".join(lines) + "\n")
+
+    def write_curves(self, rows):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(10, 4))
+        FigureCanvasAgg(figure)
+        epochs = [int(r["epoch"]) for r in rows]
+        for ax, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
+            for prefix, label in (("", "train"), ("val_", "validation")):
+                if prefix + metric in rows[0]:
+                    ax.plot(epochs, [r[prefix + metric] for r in rows], marker=".", label=label)
+            ax.set_xlabel("epoch")
+            ax.set_title(metric)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        figure.tight_layout()
+        atomic_write(self.file("curves.png"), lambda tmp: figure.savefig(tmp, format="png",
+                                                                          dpi=100))
+
+
+def _format(value):
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:.7g}"
+
+
+class _RunRecorder(keras.callbacks.Callback):
+    """Per epoch: history.csv, curves.png, last.keras and best.keras, each atomically.
+
+    Comes before the backup callback, so an epoch is recorded before it counts as done:
+    a kill in between reruns that epoch, and its row is replaced rather than repeated.
+    """
+
+    def __init__(self, run, monitor):
+        super().__init__()
+        self.run = run
+        self.monitor = monitor
+        self.rows = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.rows is None:  # the first epoch of this process, after any restore
+            self.rows = [r for r in self.run.read_history() if r["epoch"] <= epoch]
+
+    def on_epoch_end(self, epoch, logs=None):
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row = {"epoch": epoch + 1, "lr": lr, **{k: float(v) for k, v in logs.items()}}
+        best = max((r.get(self.monitor, -math.inf) for r in self.rows), default=-math.inf)
+        self.rows.append(row)
+        self.run.write_history(self.rows)
+        self.run.write_curves(self.rows)
+        atomic_write(self.run.file("last.keras"), self.model.save)
+        if row.get(self.monitor, -math.inf) > best:
+            atomic_write(self.run.file("best.keras"), self.model.save)
+
+
+class _AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore whose weights and epoch files are replaced atomically."""
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        atomic_write(self._weights_path, self.model.save_weights)
+        write_text(self._training_metadata_path,
+                   json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+
+class _EpochScalars(keras.callbacks.Callback):
+    """TensorBoard scalars per epoch, laid out as keras.callbacks.TensorBoard does it.
+
+    Written with TensorFlow's own summary ops, so it needs no `tensorboard` package
+    (which TensorFlow 2.21 no longer installs, and keras.callbacks.TensorBoard requires).
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self.writers = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+        logs = dict(logs or {})
+        logs["learning_rate"] = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        for key, value in logs.items():
+            split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            if split not in self.writers:
+                self.writers[split] = tf.summary.create_file_writer(
+                    os.path.join(self.log_dir, split))
+            with self.writers[split].as_default():
+                tf.summary.write(f"epoch_{name}", tf.constant(float(value)), step=epoch,
+                                 metadata=metadata)
+        for writer in self.writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self.writers.values():
+            writer.close()
+
+
+# --- the command ------------------------------------------------------------------------
+
+
+def train(config, options=RunOptions()):
+    """Trains (or resumes, or finds complete) one run; returns its metrics dict.
+
+    Raises `ConfigError`, `resnet_tf.data.DataError` or `ValueError` for what the user
+    can fix; everything else is a bug.
+    """
+    check_config(config, options)
+    # The run directory is known before loading data when named or derivable, so a
+    # complete or conflicting run is reported at once.
+    out = options.out
+    if out is None and config.depth is not None:
+        out = os.path.join("runs", default_run_name(config.depth, config.dataset,
+                                                     config.data_dir))
+    if out is not None:
+        done = _prepare_run(RunDirectory(out), config, options)
+        if done is not None:
+            return done
+
+    strategy = make_strategy(options.devices)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ConfigError(f"--batch-size {config.batch_size} is not divisible by the "
+                          f"{replicas} replicas; use a multiple of {replicas}.")
+    precision, precision_reason = resolve_precision(config.precision)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+    from resnet_tf import data as data_lib
+
+    data = data_lib.load_data(
+        config.dataset, data_dir=config.data_dir, val_dir=config.val_dir,
+        val_split=DEFAULT_VAL_SPLIT if config.val_split is None else config.val_split,
+        image_size=config.image_size, batch_size=config.batch_size, seed=config.seed,
+        deterministic=config.deterministic, augment=config.augment,
+        tfds_dir=options.tfds_dir, manual_dir=options.manual_dir)
+    resolved = resolve_config(config, data.preset, data.image_size)
+    run = RunDirectory(out or os.path.join("runs", default_run_name(
+        resolved["depth"], config.dataset, config.data_dir)))
+    if out is None:
+        done = _prepare_run(run, config, options, resolved)
+        if done is not None:
+            return done
+    chief = is_chief(strategy)
+    multi_worker = strategy_name(strategy) == "MultiWorkerMirroredStrategy"
+    if chief and options.overwrite:
+        run.clear()
+
+    keras.mixed_precision.set_global_policy(precision)
+    peak_lr = resolved["lr"] * config.batch_size / 256  # --lr is per 256 images
+    with strategy.scope():
+        model = _compiled_model(resolved, data, peak_lr, options)
+    runtime = dict(
+        precision=precision, strategy=strategy_name(strategy), replicas=replicas,
+        per_replica_batch=config.batch_size // replicas, global_batch=config.batch_size,
+        learning_rate=peak_lr,
+        steps_per_epoch=data.train_examples // config.batch_size,
+        train_examples=data.train_examples, val_examples=data.val_examples,
+        skipped_files=data.skipped_files, classes=len(data.class_names), model=model.name,
+        parameters=model.count_params(),
+        versions={"keras": keras.__version__, "tensorflow": _tf_version()})
+    _print_config(resolved, runtime, precision_reason, run.path)
+    if data.skipped_files:
+        print(f"Warning: skipped {data.skipped_files} unreadable image file(s).", flush=True)
+
+    backup = run.file("backup")
+    if chief:
+        write_json(run.file("config.json"),
+                   {"config": resolved, "status": "running", "runtime": runtime})
+        write_text(run.file("classes.txt"), "\n".join(data.class_names) + "\n")
+    else:
+        # Other workers keep only their own backup, beside the chief's.
+        backup = os.path.join(backup, f"worker-{strategy.cluster_resolver.task_id}")
+    monitor = "val_accuracy" if data.val is not None else "accuracy"
+    callbacks = [_AtomicBackupAndRestore(backup, delete_checkpoint=False)]
+    if chief:
+        callbacks = [_RunRecorder(run, monitor), *callbacks, _EpochScalars(run.file("logs"))]
+    train_ds = _one_hot(data.train, len(data.class_names))
+    val_ds = None if data.val is None else _one_hot(data.val, len(data.class_names))
+    if multi_worker:
+        _work_around_keras_multi_worker(model, strategy, train_ds)
+    verbose = options.verbose if options.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    model.fit(train_ds, validation_data=val_ds, epochs=resolved["epochs"],
+              callbacks=callbacks, verbose=verbose, shuffle=False)
+    if not chief:
+        return None
+    metrics = _final_metrics(model, data, run.read_history(), monitor)
+    write_json(run.file("metrics.json"), metrics)
+    if options.export:
+        _export(model, options.export_dir or run.file(os.path.join("export", model.name)),
+                data)
+    write_json(run.file("config.json"),
+               {"config": resolved, "status": "complete", "runtime": runtime})
+    shutil.rmtree(run.file("backup"), ignore_errors=True)
+    print(f"Run complete: {run.path}", flush=True)
+    return metrics
+
+
+def _compiled_model(resolved, data, peak_lr, options):
+    """The model, compiled with the recipe's optimizer, loss and metrics."""
+    classes = len(data.class_names)
+    steps = data.train_examples // resolved["batch_size"]
+    model = build_resnet(
+        resolved["depth"], variant=resolved["variant"], stem=resolved["stem"],
+        input_shape=(data.image_size, data.image_size, 3), classes=classes)
+    schedule = WarmupSchedule(
+        peak_lr,
+        total_steps=resolved["epochs"] * steps,
+        warmup_steps=round(resolved["warmup_epochs"] * steps),
+        decay=resolved["schedule"],
+        milestones=[m * steps for m in resolved["milestones"]])
+    model.compile(
+        optimizer=build_optimizer(resolved["optimizer"], schedule, resolved["wd"], model,
+                                  resolved["momentum"]),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=resolved["label_smoothing"]),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                 keras.metrics.TopKCategoricalAccuracy(min(5, classes), name="top5")],
+        # XLA pays off on GPUs; on CPUs it made ResNet training slower.
+        jit_compile=bool(_gpus()),
+        steps_per_execution=options.steps_per_execution,
+    )
+    return model
+
+
+def _final_metrics(model, data, history, monitor):
+    if data.val is not None:
+        metrics = evaluate_model(model, data.val, data.class_names)
+        print(f"Validation: top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f} "
+              f"on {metrics['examples']} images.", flush=True)
+    else:
+        metrics = {"top1": None, "top5": None, "examples": 0,
+                   "note": "no validation data (--val-split 0 and no validation split)"}
+    if history:
+        best = max(history, key=lambda r: r.get(monitor, -math.inf))
+        metrics.update(epochs=int(history[-1]["epoch"]), best_epoch=int(best["epoch"]),
+                       **{f"best_{monitor}": best.get(monitor)})
+    return metrics
+
+
+def _prepare_run(run, config, options, resolved=None):
+    """Refuses a conflicting directory, makes sure it is writable; metrics if complete."""
+    old = run.read_config()
+    if not options.overwrite:
+        if old is not None and resolved is None:
+            stored = old["config"]
+            resolved = resolve_config(config, stored["preset"],
+                                      config.image_size or stored["image_size"])
+        if run.check(resolved, old):
+            print(f"Run {run.path} is already complete ({resolved['epochs']} epochs); "
+                  "nothing to do. Pass --overwrite to train it again.", flush=True)
+            try:
+                with open(run.file("metrics.json")) as f:
+                    return json.load(f)
+            except (OSError, ValueError):
+                return {}
+    run.check_writable()
+    return None
+
+
+def _work_around_keras_multi_worker(model, strategy, dataset):
+    """Two Keras 3 fit bugs under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+
+    1. fit builds metrics and the optimizer from a first batch that it reduces across
+       replicas, which fails ("Attempt to convert a value (PerReplica...)"). Building
+       from the dataset's element spec needs no data, and fit then has nothing to build.
+    2. Each step's metric results, scalars, are reduced with `axis=0` ("Invalid
+       reduction dimension 0 for input with 0 dimensions"); they are averaged over the
+       workers here instead.
+    Both touch Keras internals, so they apply to multi-worker runs only.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    with strategy.scope():
+        model._symbolic_build(data_batch=dataset.element_spec)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "_resnet_tf_patch", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
+                strategy):
+            return keras.tree.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._resnet_tf_patch = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def _one_hot(dataset, classes):
+    import tensorflow as tf
+
+    return dataset.map(lambda x, y: (x, tf.one_hot(y, classes)),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _export(model, base_dir, data):
+    try:
+        from resnet_tf.export import export_serving_model
+    except ImportError as error:
+        print(f"Note: not exporting a SavedModel ({error}).", flush=True)
+        return
+    path = export_serving_model(model, base_dir, class_names=data.class_names,
+                                image_size=data.image_size, preset=data.preset)
+    print(f"Exported the serving model to {path}", flush=True)
+
+
+def _gpus():
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")
+
+
+def _tf_version():
+    import tensorflow as tf
+
+    return tf.__version__
+
+
+def _print_config(c, r, precision_reason, path):
+    decay = "SGD" if c["optimizer"] == "sgd" else "AdamW"
+    if c["schedule"] == "cosine":
+        schedule = "cosine"
+    else:
+        schedule = f"step x0.1 at epochs {', '.join(map(str, c['milestones']))}"
+    data = c["data_dir"] or c["dataset"]
+    lines = [
+        ("model", f"{r['model']} (depth {c['depth']}, variant {c['variant'] or 'default'}, "
+                  f"stem {c['stem']}), {r['parameters']:,} parameters"),
+        ("data", f"{data}: {r['train_examples']} train / {r['val_examples']} val images, "
+                 f"{r['classes']} classes, {c['image_size']} px, preset {c['preset']}"),
+        ("precision", f"{r['precision']} ({precision_reason})"),
+        ("strategy", f"{r['strategy']}, {r['replicas']} replica(s)"),
+        ("batch", f"{r['global_batch']} global, {r['per_replica_batch']} per replica, "
+                  f"{r['steps_per_epoch']} steps per epoch"),
+        ("learning rate", f"{r['learning_rate']:g} ({c['lr']:g} per 256 images x "
+                          f"{r['global_batch']}/256), {schedule}, "
+                          f"{c['warmup_epochs']:g} warmup epoch(s)"),
+        ("optimizer", f"{c['optimizer']}" + (f" nesterov momentum {c['momentum']:g}"
+                                             if c["optimizer"] == "sgd" else "")),
+        ("weight decay", f"{c['wd']:g} ({decay}; not on BatchNorm parameters or biases)"),
+        ("label smoothing", f"{c['label_smoothing']:g}"),
+        ("epochs", f"{c['epochs']}"),
+        ("seed", f"{c['seed']}{' (deterministic)' if c['deterministic'] else ''}"),
+        ("run directory", path),
+    ]
+    print("Configuration:")
+    for key, value in lines:
+        print(f"  {key:<16}{value}")
+    sys.stdout.flush()
