@@ -6,6 +6,7 @@
 from resnet_tf.blocks import bottleneck_block, residual_block
 from resnet_tf.layers import BatchNormalization, StochasticDepth, ZeroPadShortcut, freeze_batchnorm
 from resnet_tf.resnet import DEPTHS, SPECS, build_resnet, feature_extractor
+from resnet_tf.training import WarmupSchedule  # registered, so run checkpoints load compiled
 from resnet_tf.weights import WeightsDownloadError
 
 __version__ = "0.1.0"
@@ -15,6 +16,7 @@ __all__ = [
     "DEPTHS",
     "SPECS",
     "StochasticDepth",
+    "WarmupSchedule",
     "WeightsDownloadError",
     "ZeroPadShortcut",
     "bottleneck_block",

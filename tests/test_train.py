@@ -115,15 +115,20 @@ def test_run_directory_holds_every_artifact(finished_run):
     assert config["config"]["depth"] == 20 and config["config"]["stem"] == "cifar"
 
 
-def test_export_is_written_when_the_exporter_exists(finished_run):
-    out, result = finished_run
-    try:
-        from resnet_tf.export import export_serving_model  # noqa: F401
-    except ImportError:
-        assert "not exporting" in result.stdout
-        return
+def test_export_is_written(finished_run):
+    out, _ = finished_run
     versions = os.listdir(os.path.join(out, "export", "resnet20"))
     assert versions == ["1"], versions
+
+
+def test_checkpoints_load_compiled_after_import_resnet_tf(finished_run):
+    out, _ = finished_run
+    code = ("import keras, resnet_tf; m = keras.saving.load_model(%r); "
+            "print(type(m.optimizer).__name__, m.output_shape)" % os.path.join(out, "best.keras"))
+    result = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "SGD (None, 3)" in result.stdout
 
 
 def test_classes_txt_lists_sorted_folder_names(finished_run):
