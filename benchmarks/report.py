@@ -228,50 +228,76 @@ def _conv_share(profile):
 
 def _why_keras_apps(results, group, precision, ratio):
     rows = _rows_by_group(results)[group]
-    ours, ka = rows[f"resnet_tf {precision}"], rows[f"keras.applications {precision}"]
-    model = ours["model"]
-    p = (results.get("profiles") or {}).get(f"{model} | resnet_tf {precision}")
-    pk = (results.get("profiles") or {}).get(f"{model} | keras.applications {precision}")
+    model = rows[f"resnet_tf {precision}"]["model"]
+    profiles = results.get("profiles") or {}
+    p = profiles.get(f"{model} | resnet_tf {precision}")
+    pk = profiles.get(f"{model} | keras.applications {precision}")
     text = []
     if p:
         share = _conv_share(p)
-        # Step time if only the convolutions remained: share / ours; bound = ka time / that.
-        bound = ours["img_s"] / (ka["img_s"] * share)
         text.append(f"convolutions are {pct(share)} of resnet_tf's op time and do the same work "
-                    "in both models (keras.applications' v1 blocks even do 5% fewer FLOPs); "
-                    "with every other op free, resnet_tf / keras.applications could reach at most "
-                    f"{bound:.2f}x on this CPU")
+                    "in both models with the same oneDNN kernels (keras.applications' v1 blocks "
+                    "even do 5% fewer FLOPs); with every other op of resnet_tf free, the ratio "
+                    f"could reach at most {ratio / share:.2f}x on this CPU")
+    else:
+        bf16 = profiles.get(f"{model} | resnet_tf {BF16}")
+        share = f" (at {BF16} they are {pct(_conv_share(bf16))} of resnet_tf's op time)" if bf16 else ""
+        text.append("no float32 profile is taken; the convolutions, the same oneDNN kernels in "
+                    f"both models, dominate the step{share}, so removing BatchNorm overhead "
+                    "moves the ratio little")
     if pk:
         extra = sum(t["ms_per_step"] for t in pk["by_type"] if t["name"] in _UNFUSED_BN_OPS)
         text.append(f"keras.applications' extra cost is its unfused BatchNorm and casts "
-                    f"(Mul/Mean/Sum/SquaredDifference/Tile/Cast... {extra:,.0f} ms/step in its "
-                    "profile), which the fused BatchNormalization removes")
-    text.append("without AMX the convolutions are slow (see the oneDNN table), so removing the "
-                "BatchNorm overhead gains less than on an AMX CPU")
+                    f"(Mul/Sum/Mean/SquaredDifference/Tile/Cast: {extra:,.0f} ms/step of op "
+                    "time in its profile), which resnet_tf's fused BatchNormalization removes")
+    text.append("this CPU has no AMX, so its convolutions are slow (oneDNN table) and the "
+                "BatchNorm overhead is a smaller part of the step than on an AMX CPU")
+    spreads = [rows[k]["spread"] for k in (f"resnet_tf {precision}",
+                                           f"keras.applications {precision}") if k in rows]
+    text.append(f"repeats spread up to ±{100 * max(spreads):.0f}% on this loaded machine")
     return "; ".join(text)
 
 
 def _why_torch(results, group, auto, ratio):
+    rows = _rows_by_group(results)[group]
     r2 = _ratio(results, group, "torch bf16 1 thread", "torch bf16")
     text = []
-    if r2 is not None:
+    if r2 is not None and r2 > 1:
         text.append(f"PyTorch with 1 thread ran {r2:.2f}x as fast as with 2 threads in the same "
-                    "rounds: its OpenMP loop waits at every barrier for a thread the other jobs "
-                    "pre-empted, so on this loaded machine its numbers measure the load as much "
-                    "as the library")
-    text.append("both frameworks run the same oneDNN convolution kernels, which dominate the step")
+                    "rounds: with other jobs on the 2 cores, a 2-thread step waits for whichever "
+                    "thread was pre-empted (PyTorch at every OpenMP barrier, TensorFlow less "
+                    "often), while one thread just runs; the comparison then measures the load "
+                    "as much as the libraries")
+    ours, one = rows.get(f"resnet_tf {auto}"), rows.get("torch bf16 1 thread")
+    if ours and one:
+        text.append(f"resnet_tf's 2-thread repeats spread ±{100 * ours['spread']:.0f}%, "
+                    f"PyTorch's 1-thread ones ±{100 * one['spread']:.0f}%")
+    text.append("both run the same oneDNN convolution kernels (avx512_core_bf16; the "
+                "backward-weights one dominates), so there is no kernel advantage to win")
     return "; ".join(text)
 
 
+def _infer_ratio(results, batch, a, b):
+    """Paired ratio time_b / time_a from the inference rows (their repeats share rounds)."""
+    rows = {r["label"]: r["times"] for r in results.get("infer") or [] if r["batch"] == batch}
+    if a not in rows or b not in rows:
+        return None
+    ratios = sorted(tb / ta for ta, tb in zip(rows[a], rows[b]))
+    mid = len(ratios) // 2
+    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
+
+
 def _why_savedmodel(results, batch):
-    ir = results.get("infer_ratios", {})
-    text = ["both SavedModels spend their time in the same float32 oneDNN convolutions: "
-            "BatchNorm folding saves little because TensorFlow's graph optimizer already fuses "
-            "an inference BatchNorm into the preceding convolution"]
-    r = ir.get(f"batch {batch} | {OURS_BF16_EXPORT} / {OURS_EXPORT}")
+    text = ["both SavedModels spend their time in the same float32 oneDNN convolutions"]
+    folded = _infer_ratio(results, batch, KA_SM, KA_EXPORT)
+    if folded is not None:
+        text.append("folding BatchNorm into the convolutions saves little: keras.applications "
+                    f"exported with export_serving_model (folded) ran {folded:.2f}x its own "
+                    "Keras export (unfolded)")
+    r = results.get("infer_ratios", {}).get(f"batch {batch} | {OURS_BF16_EXPORT} / {OURS_EXPORT}")
     if r is not None:
-        text.append(f"serving in bfloat16 would be the lever: the mixed_bfloat16 export ran "
-                    f"{r:.2f}x the float32 one at batch {batch}")
+        text.append(f"the lever is precision: resnet_tf's mixed_bfloat16 export ran {r:.2f}x "
+                    f"its float32 export at batch {batch}")
     return "; ".join(text)
 
 

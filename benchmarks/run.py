@@ -444,7 +444,19 @@ def main(argv=None):
     parser.add_argument("--no-profile", dest="profile", action="store_false")
     parser.add_argument("--out", help="report path (default benchmarks/RESULTS.md; "
                         "--quick: the cache folder)")
+    parser.add_argument("--render", metavar="RESULTS_JSON",
+                        help="only re-write the report from a run's results.json")
     args = parser.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            saved = json.load(f)
+        mode_name = saved.get("mode", "quick" if args.quick else "full")
+        text = report.render(saved, mode_name, MODES[mode_name], saved.get("seconds", 0))
+        out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.render)), "RESULTS.md")
+        with open(out, "w") as f:
+            f.write(text)
+        print(text)
+        return 0
     args.parts = [p for p in args.parts.split(",") if p]
     args.models = [m for m in args.models.split(",") if m]
     for value, allowed, name in ((args.parts, PARTS, "--parts"), (args.models, TRAIN_MODELS, "--models")):
@@ -471,8 +483,8 @@ def main(argv=None):
         part_pipeline(args, mode, log_dir, results)
     if "import" in args.parts:
         part_import(args, mode, log_dir, results)
-    results["load_end"] = os.getloadavg()[0]
-    text = report.render(results, mode_name, mode, time.time() - start)
+    results.update(load_end=os.getloadavg()[0], mode=mode_name, seconds=time.time() - start)
+    text = report.render(results, mode_name, mode, results["seconds"])
     with open(os.path.join(log_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1, default=str)
     with open(out, "w") as f:

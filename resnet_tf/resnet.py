@@ -38,11 +38,16 @@ POOLINGS = (None, "avg", "max")
 _STEM_STRIDE = {"imagenet": 4, "deep": 4, "cifar": 1}
 
 
+def default_variant(depth):
+    """"v1.5", except "v2" for the CIFAR ResNet-164/1001 the pre-activation paper introduced."""
+    block, _, family = SPECS[depth]
+    return "v2" if (family == "cifar" and block == "bottleneck") else "v1.5"
+
+
 def _defaults(depth, variant, stem, shortcut):
     block, _, family = SPECS[depth]
     if variant is None:
-        # The pre-activation paper introduced the CIFAR ResNet-164/1001.
-        variant = "v2" if (family == "cifar" and block == "bottleneck") else "v1.5"
+        variant = default_variant(depth)
     blocks.check_choice("variant", variant, blocks.VARIANTS)
     if stem is None:
         stem = "cifar" if family == "cifar" else ("deep" if variant == "d" else "imagenet")

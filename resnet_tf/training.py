@@ -28,7 +28,7 @@ import keras
 
 from resnet_tf.blocks import check_choice
 from resnet_tf.metrics import evaluate_model
-from resnet_tf.resnet import DEPTHS, build_resnet
+from resnet_tf.resnet import DEPTHS, build_resnet, default_variant
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step")
@@ -806,7 +806,7 @@ def _print_config(c, r, precision_reason, path):
         schedule = f"step x0.1 at epochs {', '.join(map(str, c['milestones']))}"
     data = c["data_dir"] or c["dataset"]
     lines = [
-        ("model", f"{r['model']} (depth {c['depth']}, variant {c['variant'] or 'default'}, "
+        ("model", f"{r['model']} (depth {c['depth']}, variant {c['variant'] or default_variant(c['depth'])}, "
                   f"stem {c['stem']}), {r['parameters']:,} parameters"),
         ("data", f"{data}: {r['train_examples']} train / {r['val_examples']} val images, "
                  f"{r['classes']} classes, {c['image_size']} px, preset {c['preset']}"),
