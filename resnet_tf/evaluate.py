@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from resnet_tf import data, export
+from resnet_tf.files import atomic_write, write_json
 from resnet_tf.metrics import evaluate_model
 
 _EVALUATE = "resnet-evaluate"
@@ -266,9 +267,9 @@ def evaluate_main(argv=None):
     except ValueError as error:  # EvaluationError, ExportError, data.DataError
         return _fail(_EVALUATE, error)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    plot_confusion_matrix(metrics, os.path.join(args.out, "confusion_matrix.png"))
+    write_json(os.path.join(args.out, "metrics.json"), metrics)
+    atomic_write(os.path.join(args.out, "confusion_matrix.png"),
+                 lambda tmp: plot_confusion_matrix(metrics, tmp))
     print(format_metrics(metrics))
     print(f"\nWrote metrics.json and confusion_matrix.png to {args.out}")
     return 0

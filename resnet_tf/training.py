@@ -27,6 +27,7 @@ import tempfile
 import keras
 
 from resnet_tf.blocks import check_choice
+from resnet_tf.files import atomic_write, write_json, write_text
 from resnet_tf.metrics import evaluate_model
 from resnet_tf.resnet import DEPTHS, build_resnet, default_variant
 
@@ -360,39 +361,6 @@ def build_optimizer(name, learning_rate, weight_decay, model, momentum=0.9):
 
 
 # --- the run directory ------------------------------------------------------------------
-
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def atomic_write(path, write):
-    """Calls `write(tmp_path)` and moves the result over `path`; a kill leaves either."""
-    directory, name = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(name)
-    if name.endswith(".weights.h5"):
-        ext = ".weights.h5"
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=ext, dir=directory)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; results are for everyone
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_text(path, text):
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-    atomic_write(path, write)
-
-
-def write_json(path, obj):
-    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 class RunDirectory:
