@@ -15,9 +15,12 @@ alone (no Keras objects, no resnet_tf layers inside):
 Both return `probabilities` float32 `[N, classes]`, and the top k as `classes` int32
 `[N, k]`, `scores` float32 `[N, k]` and `class_names` string `[N, k]`.
 
-The served network is a float32 copy of the model (mixed-precision training leaves no
-float16/bfloat16 op in it) with every BatchNorm that follows a convolution folded into
-that convolution's kernel and bias.
+The served network is a copy of the model with every BatchNorm that follows a
+convolution folded into that convolution's kernel and bias, and its weights frozen into
+the graph as constants (so oneDNN prepares each kernel once, not on every request). It
+computes in float32 by default, whatever precision the model was trained in;
+`precision="bfloat16"` (or "float16", for GPU servers) computes the convolutions in that
+type and the classifier in float32.
 """
 
 import argparse
@@ -30,6 +33,7 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from resnet_tf import data  # importing the package registers its layers for load_model
 
@@ -43,6 +47,8 @@ PIXELS_INPUT = "images"
 MAX_IMAGE_BYTES = 32 * 1024**2
 MAX_IMAGE_PIXELS = 50_000_000
 FORMATS = "JPEG, PNG, GIF, BMP or WebP"
+# Serving precision -> the Keras dtype policy of the network's hidden layers.
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 _PROG = "resnet-export"
 _HEADER_BYTES = 32
@@ -62,6 +68,7 @@ def export_serving_model(
     version=None,
     top_k=5,
     fold_batchnorm=True,
+    precision="float32",
     max_image_bytes=MAX_IMAGE_BYTES,
     max_image_pixels=MAX_IMAGE_PIXELS,
 ):
@@ -79,6 +86,9 @@ def export_serving_model(
             empty folder). An existing version is never overwritten.
         top_k: int. Classes returned per image, capped at the class count.
         fold_batchnorm: bool. Fold BatchNorm into the preceding convolutions.
+        precision: str. "float32" (default), "bfloat16" (faster on CPUs with
+            AVX512-BF16 or AMX) or "float16" (GPUs): the compute type of the network;
+            the classifier and every output stay float32.
         max_image_bytes: int. Larger encoded images are rejected.
         max_image_pixels: int. Images with more pixels (read from the header) are rejected.
 
@@ -101,6 +111,7 @@ def export_serving_model(
         raise ExportError(f"top_k must be a positive integer. Received: top_k={top_k!r}")
     if preset not in data.PRESETS:
         raise ExportError(f"preset must be one of {', '.join(data.PRESETS)}. Received: preset={preset!r}")
+    _check_precision(precision)
 
     export_base_dir = os.fspath(export_base_dir)
     os.makedirs(export_base_dir, exist_ok=True)
@@ -116,7 +127,7 @@ def export_serving_model(
         )
 
     module = ServingModule(
-        inference_model(model, fold_batchnorm=fold_batchnorm),
+        inference_model(model, fold_batchnorm=fold_batchnorm, precision=precision),
         class_names=class_names, image_size=image_size, preset=preset,
         top_k=min(top_k, classes), max_image_bytes=max_image_bytes,
         max_image_pixels=max_image_pixels,
@@ -163,27 +174,37 @@ def _versions(base):
 
 
 # ---------------------------------------------------------------------------------------
-# The served network: float32, BatchNorm folded.
+# The served network: BatchNorm folded, float32 unless asked otherwise.
 
 
-def inference_model(model, fold_batchnorm=True):
-    """A float32 copy of `model` for inference, each conv->BatchNorm pair folded into one conv.
+def _check_precision(precision):
+    if precision not in PRECISIONS:
+        raise ExportError(f"precision must be one of {', '.join(PRECISIONS)}. "
+                          f"Received: precision={precision!r}")
 
-    Layers are rebuilt from their configs with `dtype="float32"`, so a model trained
-    under a mixed precision policy computes in float32; weights (always stored in
-    float32) are copied. A BatchNorm is folded when its input comes from a linear
-    Conv2D whose output feeds nothing else: the conv gets kernel `W * g` and bias
-    `(b - mean) * g + beta` with `g = gamma / sqrt(var + eps)`, and the BatchNorm
-    becomes an identity. The original model is not modified.
+
+def inference_model(model, fold_batchnorm=True, precision="float32"):
+    """A copy of `model` for inference, each conv->BatchNorm pair folded into one conv.
+
+    Layers are rebuilt from their configs with the dtype policy of `precision`
+    ("float32", "bfloat16" or "float16"), whatever policy the model was trained
+    under; Dense layers (the classifier) always compute in float32. Weights (always
+    stored in float32) are copied. A BatchNorm is folded when its input comes from a
+    linear Conv2D whose output feeds nothing else: the conv gets kernel `W * g` and
+    bias `(b - mean) * g + beta` with `g = gamma / sqrt(var + eps)`, computed in
+    float64, and the BatchNorm becomes an identity. The original model is not modified.
     """
+    _check_precision(precision)
+    policy = PRECISIONS[precision]
     pairs = _conv_bn_pairs(model) if fold_batchnorm else {}
     folded_bns = {bn.name for bn in pairs.values()}
 
     def clone(layer):
         if layer.name in folded_bns:
             # Lambda accepts the `training`/`mask` arguments the graph passes to a BN.
-            return keras.layers.Lambda(lambda x: x, name=layer.name, dtype="float32")
-        config = {**layer.get_config(), "dtype": "float32"}
+            return keras.layers.Lambda(lambda x: x, name=layer.name, dtype=policy)
+        dtype = "float32" if isinstance(layer, keras.layers.Dense) else policy
+        config = {**layer.get_config(), "dtype": dtype}
         if layer.name in pairs:
             config["use_bias"] = True
         return layer.__class__.from_config(config)
@@ -242,16 +263,17 @@ def _fold(conv, bn):
 
 
 class ServingModule(tf.Module):
-    """The exported object: the network's variables and the two serving functions.
+    """The exported object: the two serving functions and the metadata evaluation reads.
 
-    The Keras model is kept in a closure, not an attribute, so the SavedModel holds
-    its tf.Variables and traced graphs but no Keras objects.
+    The network is traced once with its weights frozen into graph constants
+    (`frozen_network`), so the SavedModel holds traced graphs but no Keras objects and
+    no network variables.
     """
 
     def __init__(self, model, *, class_names, image_size, preset, top_k,
                  max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_IMAGE_PIXELS):
         super().__init__(name="resnet_serving")
-        self.weights = [w.value for w in model.weights]  # the tf.Variables under keras.Variable
+        network = frozen_network(model, image_size)
         self.class_names = tf.Variable(class_names, trainable=False, name="class_names")
         self.image_size = tf.Variable(image_size, trainable=False, name="image_size")
         self.preset = tf.Variable(preset, trainable=False, name="preset")
@@ -260,8 +282,9 @@ class ServingModule(tf.Module):
         names = tf.constant(class_names)
 
         def outputs(images):
-            scores = model(images, training=False)
-            scores = tf.nn.softmax(scores) if logits else tf.cast(scores, tf.float32)
+            (scores,) = network(images)  # a frozen function returns a list of outputs
+            scores = tf.cast(scores, tf.float32)
+            scores = tf.nn.softmax(scores) if logits else scores
             top_scores, top_classes = tf.math.top_k(scores, k=top_k)
             return {
                 "probabilities": scores,
@@ -295,6 +318,19 @@ class ServingModule(tf.Module):
             SERVING_SIGNATURE: self.serve_bytes.get_concrete_function(),
             PIXELS_SIGNATURE: self.serve_pixels.get_concrete_function(),
         }
+
+
+def frozen_network(model, image_size):
+    """`model(images, training=False)` on float32 `[N, S, S, 3]`, weights as graph constants.
+
+    Constant kernels let TensorFlow's oneDNN convolutions reorder each kernel into
+    their blocked layout once and cache it (a variable's value is re-read, and
+    reordered, on every call), and let grappler fold the float32->bfloat16 casts of a
+    bfloat16 export away.
+    """
+    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32)
+    traced = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
+    return convert_variables_to_constants_v2(traced)
 
 
 def checked_decode(contents, max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_IMAGE_PIXELS):
@@ -450,6 +486,10 @@ def main(argv=None):
     parser.add_argument("--preset", choices=data.PRESETS, help="evaluation preprocessing (default: config.json)")
     parser.add_argument("--no-fold-batchnorm", action="store_true",
                         help="keep BatchNorm separate from the convolutions")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="compute type of the served network (default: float32); "
+                             "bfloat16 is faster on CPUs with AVX512-BF16 or AMX, float16 on "
+                             "GPUs; the classifier and the outputs stay float32")
     from resnet_tf import tflite
 
     parser.add_argument("--tflite", action="append", type=tflite.parse_quantizations,
@@ -473,6 +513,7 @@ def main(argv=None):
         path = export_serving_model(
             model, export_dir, class_names=class_names, image_size=image_size, preset=preset,
             version=args.version, top_k=args.top_k, fold_batchnorm=not args.no_fold_batchnorm,
+            precision=args.precision,
         )
         print(path)
         for written in write_tflite():

@@ -291,6 +291,49 @@ def test_mixed_precision_model_exports_a_float32_graph(policy, tmp_path):
                                model(data.normalize(batch)).numpy(), atol=0.05)
 
 
+def _graph_op_dtypes(version_dir, op):
+    """The dtypes (attr T) of every `op` node in a SavedModel's graph and functions."""
+    from tensorflow.core.framework import types_pb2
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
+        saved.ParseFromString(f.read())
+    graph = saved.meta_graphs[0].graph_def
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return sorted({types_pb2.DataType.Name(n.attr["T"].type) for n in nodes if n.op == op})
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_exported_weights_are_frozen_and_bfloat16_computes_convolutions_in_bfloat16(
+        model, precision, tmp_path):
+    version = export_serving_model(model, tmp_path, class_names=CLASSES, image_size=SIZE,
+                                   preset="cifar", precision=precision)
+    loaded = tf.saved_model.load(version)
+    # Only the metadata is left as variables; the network's weights are graph constants.
+    saved = tf.train.list_variables(os.path.join(version, "variables", "variables"))
+    assert sorted(name.split("/")[0] for name, _ in saved if name.endswith("VARIABLE_VALUE")) == [
+        "class_names", "image_size", "preset"]
+    assert _graph_op_dtypes(version, "Conv2D") == [
+        {"float32": "DT_FLOAT", "bfloat16": "DT_BFLOAT16"}[precision]]
+    batch = np.stack([_photo(SIZE, SIZE, seed) for seed in range(4)])
+    out = loaded.signatures["serving_pixels"](images=tf.constant(batch))
+    assert out["probabilities"].dtype == tf.float32 and out["scores"].dtype == tf.float32
+    np.testing.assert_allclose(out["probabilities"].numpy().sum(axis=1), 1.0, atol=1e-5)
+    reference = model(data.normalize(batch), training=False).numpy()
+    # float32: the folded network; bfloat16: 8-bit mantissas through 20 layers.
+    atol = {"float32": TOLERANCE, "bfloat16": 0.05}[precision]
+    np.testing.assert_allclose(out["probabilities"].numpy(), reference, atol=atol)
+
+
+def test_export_rejects_an_unknown_precision(model, tmp_path):
+    with pytest.raises(ExportError, match=r"precision must be one of float32, bfloat16, "
+                                          r"float16\. Received: precision='int8'"):
+        export_serving_model(model, tmp_path, class_names=CLASSES, image_size=SIZE,
+                             preset="cifar", precision="int8")
+    assert os.listdir(tmp_path) == []
+
+
 @pytest.mark.parametrize("kwargs", [{}, {"variant": "v2"}, {"variant": "v1", "shortcut": "B"}],
                          ids=["v1.5", "v2", "v1-projection"])
 def test_batchnorm_folding_keeps_outputs(kwargs):
@@ -366,3 +409,8 @@ def test_command_exports_a_run_folder_and_refuses_an_existing_version(model, tmp
     assert export.main([str(run), "--version", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("resnet-export: error: Version 1 already exists") and err.count("\n") == 1
+
+    assert export.main([str(run), "--precision", "bfloat16"]) == 0
+    version = run / "export" / model.name / "2"
+    assert capsys.readouterr().out.strip() == str(version)
+    assert _graph_op_dtypes(str(version), "Conv2D") == ["DT_BFLOAT16"]

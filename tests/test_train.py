@@ -162,8 +162,8 @@ def test_prints_resolved_configuration_and_scaled_lr(finished_run):
     assert re.search(r"precision\s+(float32|mixed_bfloat16|mixed_float16) \(auto", out)
     assert re.search(r"strategy\s+\S+, 1 replica\(s\)", out)
     assert "16 global, 16 per replica" in out
-    # 0.2 per 256 images (the CIFAR recipe) at a global batch of 16.
-    assert re.search(r"learning rate\s+0\.0125 \(0\.2 per 256 images x 16/256\)", out)
+    # 0.4 per 256 images (the CIFAR recipe) at a global batch of 16.
+    assert re.search(r"learning rate\s+0\.025 \(0\.4 per 256 images x 16/256\)", out)
     assert out.index("Configuration:") < out.index("Epoch 1/2")
 
 
@@ -194,12 +194,12 @@ def test_finished_run_is_not_retrained(finished_run, image_dir):
 def test_different_configuration_is_refused(finished_run, image_dir):
     out, _ = finished_run
     before = snapshot(out)
-    result = train("--data-dir", image_dir, "--epochs", 3, "--batch-size", 16, "--lr", 0.4,
+    result = train("--data-dir", image_dir, "--epochs", 3, "--batch-size", 16, "--lr", 0.8,
                    "--out", out)
     assert result.returncode == 2
     [line] = our_stderr_lines(result)
     assert line.startswith("train.py: error: ") and "--overwrite" in line
-    assert "epochs: 2 -> 3" in line and "lr: 0.2 -> 0.4" in line
+    assert "epochs: 2 -> 3" in line and "lr: 0.4 -> 0.8" in line
     assert snapshot(out) == before
 
 
