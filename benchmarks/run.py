@@ -281,9 +281,9 @@ def part_infer(args, mode, log_dir, results):
             dict(kind="savedmodel", impl="ours", how="keras_export", batches=INFER_BATCHES),
         "keras.applications SavedModel (model.export)":
             dict(kind="savedmodel", impl="keras_apps", how="keras_export", batches=INFER_BATCHES),
-        "resnet_tf SavedModel mixed_bfloat16 (model.export)":
-            dict(kind="savedmodel", impl="ours", how="keras_export", batches=INFER_BATCHES,
-                 precision=BF16),
+        "resnet_tf SavedModel bfloat16 (export_serving_model)":
+            dict(kind="savedmodel", impl="ours", how="serving", batches=INFER_BATCHES,
+                 export_precision="bfloat16"),
         "resnet_tf TFLite float32":
             dict(kind="tflite", quantize=False, batches=INFER_BATCHES),
         "resnet_tf TFLite int8": dict(kind="tflite", quantize=True, batches=INFER_BATCHES,
@@ -307,8 +307,10 @@ def part_infer(args, mode, log_dir, results):
                       "keras.applications SavedModel (model.export)"),
                      ("resnet_tf SavedModel (model.export)",
                       "keras.applications SavedModel (model.export)"),
-                     ("resnet_tf SavedModel mixed_bfloat16 (model.export)",
-                      "resnet_tf SavedModel (model.export)"),
+                     ("resnet_tf SavedModel bfloat16 (export_serving_model)",
+                      "resnet_tf SavedModel (export_serving_model)"),
+                     ("resnet_tf SavedModel bfloat16 (export_serving_model)",
+                      "keras.applications SavedModel (model.export)"),
                      ("resnet_tf TFLite int8", "resnet_tf TFLite float32")]
             for a, b in pairs:
                 if a in times and b in times:

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Top-1, file size and single-image CPU latency of a run's SavedModel and its TFLite exports.
+"""Top-1, file size and single-image CPU latency of a run's SavedModels and TFLite exports.
 
     python benchmarks/tflite_accuracy.py /tmp/runs/r20 --data-dir /tmp/cifar/train \\
         --val-split 0.1 --out tflite.md
 
 For a training run folder (best.keras, config.json, classes.txt) this exports the
-SavedModel and the float32, float16 and int8 TFLite files into --workdir (default: a
+SavedModel (float32, and bfloat16 with `precision="bfloat16"`) and the float32, float16 and int8 TFLite files into --workdir (default: a
 temporary folder), and measures each on the run's validation split: the same seeded split
 the trainer held out (`load_data` with the config's seed and val_split; --val-split and
 --seed override them), eval preprocessing. int8 is calibrated on --num-calibration images
@@ -113,6 +113,21 @@ def main(argv=None):
     reference_top = reference.argmax(-1)
     rows[name] = _row(reference_top, y_val, reference_top, _folder_bytes(version_dir))
     runners[name] = lambda: served.serve_pixels(one)
+
+    # The same SavedModel computing in bfloat16 (`resnet-export --precision bfloat16`).
+    bf16_dir = export.export_serving_model(
+        model, os.path.join(workdir, "saved_model_bfloat16"), class_names=class_names,
+        image_size=image_size, preset=preset, precision="bfloat16")
+    served_bf16 = tf.saved_model.load(bf16_dir)
+    if exact:
+        top = np.concatenate([
+            served_bf16.serve_pixels(tf.constant(pixels[i:i + args.batch_size]))["probabilities"]
+            .numpy().argmax(-1) for i in range(0, len(pixels), args.batch_size)])
+    else:
+        top = export.inference_model(model, precision="bfloat16").predict(
+            x_val, batch_size=args.batch_size, verbose=0).argmax(-1)
+    rows["SavedModel bfloat16"] = _row(top, y_val, reference_top, _folder_bytes(bf16_dir))
+    runners["SavedModel bfloat16"] = lambda: served_bf16.serve_pixels(one)
 
     for quantization in tflite.QUANTIZATIONS:
         start = time.perf_counter()

@@ -173,16 +173,15 @@ def _r50(impl, precision="float32"):
 class SavedModelInfer:
     """A SavedModel loaded with `tf.saved_model.load`, called through a signature.
 
-    `how="serving"`: `resnet_tf.export.export_serving_model` (BatchNorm folded, float32),
-    called via its `serving_pixels` signature (uint8 pixels in). `how="keras_export"`:
-    `model.export(format="tf_saved_model")`, Keras' own export, called via
-    `serving_default` (float32 normalized images in). Without resnet_tf.export every
-    configuration falls back to the Keras export. `precision` other than float32 (only
-    with the Keras export: export_serving_model always serves float32) builds the
-    model under that dtype policy.
+    `how="serving"`: `resnet_tf.export.export_serving_model` (BatchNorm folded, weights
+    frozen, computing in `export_precision`), called via its `serving_pixels` signature
+    (uint8 pixels in). `how="keras_export"`: `model.export(format="tf_saved_model")`,
+    Keras' own export, called via `serving_default` (float32 normalized images in).
+    Without resnet_tf.export every configuration falls back to the Keras export.
+    `precision` builds the model under that dtype policy.
     """
 
-    def __init__(self, impl, how, batches, precision="float32"):
+    def __init__(self, impl, how, batches, precision="float32", export_precision="float32"):
         import numpy as np
         import tensorflow as tf
 
@@ -198,7 +197,8 @@ class SavedModelInfer:
         start = time.perf_counter()
         if how == "serving":
             path = export_serving_model(model, self.tmp, class_names=[str(i) for i in range(1000)],
-                                        image_size=224, preset="imagenet")
+                                        image_size=224, preset="imagenet",
+                                        precision=export_precision)
             self.fn = tf.saved_model.load(path).signatures["serving_pixels"]
             make = lambda b: {"images": tf.constant(
                 np.random.default_rng(0).integers(0, 256, (b, 224, 224, 3), np.uint8))}
@@ -410,7 +410,8 @@ def make(spec):
         return TorchTrain(spec["model"], spec["precision"], spec["batch"])
     if kind == "savedmodel":
         return SavedModelInfer(spec["impl"], spec["how"], spec["batches"],
-                               spec.get("precision", "float32"))
+                               spec.get("precision", "float32"),
+                               spec.get("export_precision", "float32"))
     if kind == "tflite":
         return TFLiteInfer(spec["quantize"], spec["batches"], spec.get("calibration_steps", 8))
     if kind == "pipeline":
