@@ -1,35 +1,43 @@
-"""Training a ResNet with `model.fit`: the recipe, precision, distribution and the run directory.
+"""Training a ResNet with `model.fit`: the recipe, the optimizer and the `train` command.
 
 `train(TrainConfig(...), RunOptions(...))` is the whole `train.py` command. Its pieces
-stand on their own: `resolve_precision`, `make_strategy`, `WarmupSchedule`,
-`build_optimizer`.
+stand on their own: `resolve_config`, `WarmupSchedule`, `build_optimizer`, and from
+`resnet_tf.distribute` `resolve_precision` and `make_strategy`.
 
-A run directory holds everything one run writes; rerunning the same command resumes
-it from the last finished epoch, and a finished run is left as it is:
-
-    config.json   the resolved configuration (and whether the run is complete)
-    classes.txt   class names, one per line, in label order
-    history.csv   one row per finished epoch; curves.png plots it
-    best.keras    the model with the best validation accuracy so far; last.keras the latest
-    metrics.json  `resnet_tf.metrics.evaluate_model` on the validation data at the end
-    logs/         TensorBoard; backup/ the BackupAndRestore state; export/ the SavedModel
+Everything a run writes goes to one run directory (`resnet_tf.run_directory`);
+rerunning the same command resumes it from the last finished epoch, and a finished run
+is left as it is.
 """
 
-import csv
 import dataclasses
 import json
 import math
 import os
 import shutil
 import sys
-import tempfile
 
 import keras
 
 from resnet_tf.blocks import check_choice
-from resnet_tf.files import atomic_write, write_json, write_text
+from resnet_tf.distribute import (  # noqa: F401  (resolve_precision and co. are API here too)
+    is_chief,
+    make_strategy,
+    resolve_precision,
+    strategy_name,
+    visible_gpus,
+    work_around_keras_multi_worker,
+)
+from resnet_tf.errors import ConfigError
+from resnet_tf.files import write_json, write_text
 from resnet_tf.metrics import evaluate_model
 from resnet_tf.resnet import DEPTHS, build_resnet, default_variant
+from resnet_tf.run_directory import (  # noqa: F401
+    ARTIFACTS,
+    AtomicBackupAndRestore,
+    EpochScalars,
+    RunDirectory,
+    RunRecorder,
+)
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("cosine", "step")
@@ -50,14 +58,6 @@ RECIPES = {
                      sgd=(0.1, 1e-4), adamw=(1e-3, 0.05), milestones=(1 / 3, 2 / 3, 8 / 9)),
 }
 DEFAULT_VAL_SPLIT = 0.1
-
-# Written by `train`; `--overwrite` removes exactly these and nothing else.
-ARTIFACTS = ("config.json", "classes.txt", "history.csv", "curves.png", "metrics.json",
-             "best.keras", "last.keras", "logs", "backup", "export")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot run; the message is one sentence for the user."""
 
 
 @dataclasses.dataclass
@@ -200,98 +200,6 @@ def _flag(name):
     return name.replace("_", "-")
 
 
-# --- precision and distribution ---------------------------------------------------------
-
-
-def resolve_precision(precision="auto"):
-    """Returns `(policy name, reason)`.
-
-    "auto": mixed_float16 on GPUs of compute capability 7.0 or newer (tensor cores),
-    mixed_bfloat16 on CPUs with AMX or AVX512-BF16, float32 otherwise.
-    """
-    if precision != "auto":
-        return precision, "requested"
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability")
-                        for g in gpus]
-        if all(c and tuple(c) >= (7, 0) for c in capabilities):
-            return "mixed_float16", f"auto: GPU compute capability {capabilities[0]}"
-        return "float32", f"auto: GPU compute capability {capabilities[0]} is below 7.0"
-    flags = _cpu_flags() & {"amx_bf16", "avx512_bf16"}
-    if flags:
-        return "mixed_bfloat16", f"auto: CPU with {' and '.join(sorted(flags))}"
-    return "float32", "auto: no fast float16/bfloat16 on this CPU"
-
-
-def _cpu_flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def make_strategy(devices=None):
-    """The `tf.distribute` strategy for this process; call before TensorFlow runs any op.
-
-    `TF_CONFIG` set: MultiWorkerMirroredStrategy. Otherwise MirroredStrategy over two or
-    more visible GPUs, else the default strategy. `devices` selects the first N GPUs; on
-    a host without GPUs, N > 1 splits the CPU into N logical devices and mirrors over
-    them (slower than one device: it exists to exercise distributed code on any host).
-    """
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    multi_worker = bool(os.environ.get("TF_CONFIG"))
-    if devices is not None and gpus:
-        if devices > len(gpus):
-            raise ConfigError(f"--devices {devices} asks for more GPUs than the {len(gpus)} "
-                              "visible.")
-        gpus = gpus[:devices]
-        tf.config.set_visible_devices(gpus, "GPU")
-    elif devices is not None and devices > 1:
-        if multi_worker:
-            raise ConfigError("--devices > 1 without GPUs cannot be combined with TF_CONFIG; "
-                              "run one process per worker instead.")
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)])
-        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(devices)])
-    if multi_worker:
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if len(gpus) >= 2:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def strategy_name(strategy):
-    """The public name of the strategy's class ("default" for no strategy)."""
-    import tensorflow as tf
-
-    for name in ("MultiWorkerMirroredStrategy", "MirroredStrategy", "OneDeviceStrategy"):
-        if isinstance(strategy, getattr(tf.distribute, name)):
-            return name  # the class itself may be named otherwise (CollectiveAllReduceStrategy)
-    name = type(strategy).__name__
-    return "default" if name.startswith("_Default") else name
-
-
-def is_chief(strategy):
-    """Whether this process writes the run's files (always, unless multi-worker)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    if resolver.task_type == "chief":
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
-
-
 # --- optimization -----------------------------------------------------------------------
 
 
@@ -361,186 +269,6 @@ def build_optimizer(name, learning_rate, weight_decay, model, momentum=0.9):
     optimizer.exclude_from_weight_decay(
         var_list=[v for v in model.trainable_variables if id(v) not in decayed])
     return optimizer
-
-
-# --- the run directory ------------------------------------------------------------------
-
-
-class RunDirectory:
-    """The files of one run under `path`."""
-
-    def __init__(self, path):
-        self.path = os.path.abspath(path)
-
-    def file(self, name):
-        return os.path.join(self.path, name)
-
-    def read_config(self):
-        try:
-            with open(self.file("config.json")) as f:
-                return json.load(f)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except (OSError, ValueError) as error:
-            raise ConfigError(f"cannot read {self.file('config.json')} ({error}); "
-                              "pass --overwrite to start the run again.") from None
-
-    def check(self, resolved, old):
-        """Refuses a directory that holds something else; True if the run is complete.
-
-        `old` is `read_config()`; `resolved` the new configuration (needed if `old` is).
-        """
-        if old is None:
-            if self._entries():
-                raise ConfigError(f"--out {self.path} is not empty and holds no run "
-                                  "(no config.json); choose another --out or pass --overwrite.")
-            return False
-        # Keys a newer version added are not differences: the old run did not have them.
-        differing = [k for k in sorted(resolved)
-                     if k in old["config"] and resolved[k] != old["config"][k]]
-        if differing:
-            changes = ", ".join(f"{k}: {old['config'].get(k)!r} -> {resolved.get(k)!r}"
-                                for k in differing)
-            raise ConfigError(f"--out {self.path} holds a run with a different configuration "
-                              f"({changes}); pass --overwrite to replace it, or choose "
-                              "another --out.")
-        return old.get("status") == "complete"
-
-    def check_writable(self):
-        try:
-            os.makedirs(self.path, exist_ok=True)
-            with tempfile.TemporaryFile(dir=self.path):
-                pass
-        except OSError as error:
-            raise ConfigError(f"cannot write to --out {self.path} "
-                              f"({error.strerror or error}).") from None
-
-    def clear(self):
-        for name in ARTIFACTS:
-            path = self.file(name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            elif os.path.lexists(path):
-                os.remove(path)
-
-    def _entries(self):
-        try:
-            return os.listdir(self.path)
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-
-    def read_history(self):
-        try:
-            with open(self.file("history.csv"), newline="") as f:
-                return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-        except FileNotFoundError:
-            return []
-
-    def write_history(self, rows):
-        columns = list(rows[0])
-        lines = [",".join(columns)]
-        lines += [",".join(_format(row.get(c)) for c in columns) for row in rows]
-        write_text(self.file("history.csv"), "\n".join(lines) + "\n")
-
-    def write_curves(self, rows):
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        figure = Figure(figsize=(10, 4))
-        FigureCanvasAgg(figure)
-        epochs = [int(r["epoch"]) for r in rows]
-        for ax, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
-            for prefix, label in (("", "train"), ("val_", "validation")):
-                if prefix + metric in rows[0]:
-                    ax.plot(epochs, [r[prefix + metric] for r in rows], marker=".", label=label)
-            ax.set_xlabel("epoch")
-            ax.set_title(metric)
-            ax.grid(alpha=0.3)
-            ax.legend()
-        figure.tight_layout()
-        atomic_write(self.file("curves.png"), lambda tmp: figure.savefig(tmp, format="png",
-                                                                          dpi=100))
-
-
-def _format(value):
-    if value is None:
-        return ""
-    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:.7g}"
-
-
-class _RunRecorder(keras.callbacks.Callback):
-    """Per epoch: history.csv, curves.png, last.keras and best.keras, each atomically.
-
-    Comes before the backup callback, so an epoch is recorded before it counts as done:
-    a kill in between reruns that epoch, and its row is replaced rather than repeated.
-    """
-
-    def __init__(self, run, monitor):
-        super().__init__()
-        self.run = run
-        self.monitor = monitor
-        self.rows = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if self.rows is None:  # the first epoch of this process, after any restore
-            self.rows = [r for r in self.run.read_history() if r["epoch"] <= epoch]
-
-    def on_epoch_end(self, epoch, logs=None):
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        row = {"epoch": epoch + 1, "lr": lr, **{k: float(v) for k, v in logs.items()}}
-        best = max((r.get(self.monitor, -math.inf) for r in self.rows), default=-math.inf)
-        self.rows.append(row)
-        self.run.write_history(self.rows)
-        self.run.write_curves(self.rows)
-        atomic_write(self.run.file("last.keras"), self.model.save)
-        if row.get(self.monitor, -math.inf) > best:
-            atomic_write(self.run.file("best.keras"), self.model.save)
-
-
-class _AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore whose weights and epoch files are replaced atomically."""
-
-    def _save_model(self):
-        os.makedirs(self.backup_dir, exist_ok=True)
-        atomic_write(self._weights_path, self.model.save_weights)
-        write_text(self._training_metadata_path,
-                   json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
-
-
-class _EpochScalars(keras.callbacks.Callback):
-    """TensorBoard scalars per epoch, laid out as keras.callbacks.TensorBoard does it.
-
-    Written with TensorFlow's own summary ops, so it needs no `tensorboard` package
-    (which TensorFlow 2.21 no longer installs, and keras.callbacks.TensorBoard requires).
-    """
-
-    def __init__(self, log_dir):
-        super().__init__()
-        self.log_dir = log_dir
-        self.writers = {}
-
-    def on_epoch_end(self, epoch, logs=None):
-        import tensorflow as tf
-        from tensorflow.core.framework import summary_pb2
-
-        metadata = summary_pb2.SummaryMetadata(
-            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-        logs = dict(logs or {})
-        logs["learning_rate"] = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
-        for key, value in logs.items():
-            split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
-            if split not in self.writers:
-                self.writers[split] = tf.summary.create_file_writer(
-                    os.path.join(self.log_dir, split))
-            with self.writers[split].as_default():
-                tf.summary.write(f"epoch_{name}", tf.constant(float(value)), step=epoch,
-                                 metadata=metadata)
-        for writer in self.writers.values():
-            writer.flush()
-
-    def on_train_end(self, logs=None):
-        for writer in self.writers.values():
-            writer.close()
 
 
 # --- the command ------------------------------------------------------------------------
@@ -622,13 +350,13 @@ def train(config, options=RunOptions()):
         # Other workers keep only their own backup, beside the chief's.
         backup = os.path.join(backup, f"worker-{strategy.cluster_resolver.task_id}")
     monitor = "val_accuracy" if data.val is not None else "accuracy"
-    callbacks = [_AtomicBackupAndRestore(backup, delete_checkpoint=False)]
+    callbacks = [AtomicBackupAndRestore(backup, delete_checkpoint=False)]
     if chief:
-        callbacks = [_RunRecorder(run, monitor), *callbacks, _EpochScalars(run.file("logs"))]
+        callbacks = [RunRecorder(run, monitor), *callbacks, EpochScalars(run.file("logs"))]
     train_ds = _one_hot(data.train, len(data.class_names))
     val_ds = None if data.val is None else _one_hot(data.val, len(data.class_names))
     if multi_worker:
-        _work_around_keras_multi_worker(model, strategy, train_ds)
+        work_around_keras_multi_worker(model, strategy, train_ds)
     verbose = options.verbose if options.verbose is not None else (1 if sys.stdout.isatty() else 2)
     model.fit(train_ds, validation_data=val_ds, epochs=resolved["epochs"],
               callbacks=callbacks, verbose=verbose, shuffle=False)
@@ -666,7 +394,7 @@ def _compiled_model(resolved, data, peak_lr, options):
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                  keras.metrics.TopKCategoricalAccuracy(min(5, classes), name="top5")],
         # XLA pays off on GPUs; on CPUs it made ResNet training slower.
-        jit_compile=bool(_gpus()),
+        jit_compile=bool(visible_gpus()),
         steps_per_execution=options.steps_per_execution,
     )
     return model
@@ -707,38 +435,6 @@ def _prepare_run(run, config, options, resolved=None):
     return None
 
 
-def _work_around_keras_multi_worker(model, strategy, dataset):
-    """Two Keras 3 fit bugs under MultiWorkerMirroredStrategy (keras-team/keras#20585).
-
-    1. fit builds metrics and the optimizer from a first batch that it reduces across
-       replicas, which fails ("Attempt to convert a value (PerReplica...)"). Building
-       from the dataset's element spec needs no data, and fit then has nothing to build.
-    2. Each step's metric results, scalars, are reduced with `axis=0` ("Invalid
-       reduction dimension 0 for input with 0 dimensions"); they are averaged over the
-       workers here instead.
-    Both touch Keras internals, so they apply to multi-worker runs only.
-    """
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    with strategy.scope():
-        model._symbolic_build(data_batch=dataset.element_spec)
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-
-    original = tf_trainer.reduce_per_replica
-    if getattr(original, "_resnet_tf_patch", False):
-        return
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
-                strategy):
-            return keras.tree.map_structure(
-                lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return original(values, strategy, reduction)
-
-    reduce_per_replica._resnet_tf_patch = True
-    tf_trainer.reduce_per_replica = reduce_per_replica
-
-
 def _one_hot(dataset, classes):
     import tensorflow as tf
 
@@ -755,12 +451,6 @@ def _export(model, base_dir, data):
     path = export_serving_model(model, base_dir, class_names=data.class_names,
                                 image_size=data.image_size, preset=data.preset)
     print(f"Exported the serving model to {path}", flush=True)
-
-
-def _gpus():
-    import tensorflow as tf
-
-    return tf.config.list_physical_devices("GPU")
 
 
 def _tf_version():
