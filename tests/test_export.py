@@ -257,17 +257,22 @@ def test_header_shape_reads_every_format_before_decoding(images):
     assert [int(v) for v in header_shape(tf.constant(b"nope"))] == [-1, -1]
 
 
-def _half_precision_ops(version_dir):
-    from tensorflow.core.framework import types_pb2
+def _graph_nodes(version_dir):
+    """Every node of a SavedModel's graph and of its functions."""
     from tensorflow.core.protobuf import saved_model_pb2
 
     saved = saved_model_pb2.SavedModel()
     with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
         saved.ParseFromString(f.read())
     graph = saved.meta_graphs[0].graph_def
-    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+
+
+def _half_precision_ops(version_dir):
+    from tensorflow.core.framework import types_pb2
+
     half = {types_pb2.DT_HALF, types_pb2.DT_BFLOAT16}
-    return sorted({n.op for n in nodes for a in n.attr.values()
+    return sorted({n.op for n in _graph_nodes(version_dir) for a in n.attr.values()
                    if a.type in half or half & set(a.list.type)})
 
 
@@ -294,14 +299,9 @@ def test_mixed_precision_model_exports_a_float32_graph(policy, tmp_path):
 def _graph_op_dtypes(version_dir, op):
     """The dtypes (attr T) of every `op` node in a SavedModel's graph and functions."""
     from tensorflow.core.framework import types_pb2
-    from tensorflow.core.protobuf import saved_model_pb2
 
-    saved = saved_model_pb2.SavedModel()
-    with open(os.path.join(version_dir, "saved_model.pb"), "rb") as f:
-        saved.ParseFromString(f.read())
-    graph = saved.meta_graphs[0].graph_def
-    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
-    return sorted({types_pb2.DataType.Name(n.attr["T"].type) for n in nodes if n.op == op})
+    return sorted({types_pb2.DataType.Name(n.attr["T"].type) for n in _graph_nodes(version_dir)
+                   if n.op == op})
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
