@@ -220,8 +220,8 @@ QUICKSTART = [
     `train(TrainConfig(...), RunOptions(...))` is the whole `train.py` command:
     `TrainConfig` holds what defines the result, `RunOptions` where and how it runs.
     Unset fields take the recipe for the image size (for 64 px or less: ResNet-20,
-    SGD with Nesterov momentum, 0.2 per 256 images scaled to the batch size, cosine
-    decay, weight decay 5e-4 on kernels only). Here we shorten it to a few epochs and
+    SGD with Nesterov momentum, 0.4 per 256 images scaled to the batch size, cosine
+    decay, weight decay 5e-4 on kernels only, label smoothing 0.1). Here we shorten it to a few epochs and
     skip the warmup. `precision="float32"` keeps this demo in float32 on every machine;
     the default `"auto"` picks mixed precision on recent GPUs and bfloat16-capable CPUs.
 
