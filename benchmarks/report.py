@@ -199,7 +199,7 @@ def targets(results):
                f"{p['pipeline_alone'] / p['synthetic']:.0f}x what training consumes, but its "
                "map/shuffle/batch threads take CPU from the 2 cores the model trains on; "
                "the repeats spread "
-               f"±{100 * p['spread']:.0f}% on this loaded machine")
+               f"±{100 * p['spread']:.0f}%" + (" on this loaded machine" if _loaded(results) else ""))
         out.append(("input pipeline overhead <= 5%", pct(overhead), overhead <= 0.05, why))
     ir = results.get("infer_ratios", {})
     for batch in INFER_BATCHES:
@@ -260,8 +260,14 @@ def _why_keras_apps(results, group, precision, ratio):
                 "BatchNorm overhead is a smaller part of the step than on an AMX CPU")
     spreads = [rows[k]["spread"] for k in (f"resnet_tf {precision}",
                                            f"keras.applications {precision}") if k in rows]
-    text.append(f"repeats spread up to ±{100 * max(spreads):.0f}% on this loaded machine")
+    text.append(f"repeats spread up to ±{100 * max(spreads):.0f}%"
+                + (" on this loaded machine" if _loaded(results) else ""))
     return "; ".join(text)
+
+
+def _loaded(results):
+    """Whether other jobs shared the cores: a 1-min load average above 1 before the run began."""
+    return results.get("load_start", 0) > 1.0
 
 
 def _why_torch(results, group, auto, ratio):
@@ -294,12 +300,15 @@ def _infer_ratio(results, batch, a, b):
 
 
 def _why_savedmodel(results, batch):
-    text = ["both SavedModels spend their time in the same float32 oneDNN convolutions"]
+    text = ["in float32 both networks run the same oneDNN convolutions"]
+    same = _infer_ratio(results, batch, SM, KA_SM)
+    if same is not None:
+        text.append(f"through the same export_serving_model they are equally fast ({same:.2f}x)")
     folded = _infer_ratio(results, batch, KA_SM, KA_EXPORT)
     if folded is not None:
-        text.append("folding BatchNorm into the convolutions saves little: keras.applications "
-                    f"exported with export_serving_model (folded) ran {folded:.2f}x its own "
-                    "Keras export (unfolded)")
+        text.append("what export_serving_model gains (BatchNorm folded, weights frozen into "
+                    f"constants) it gains for any ResNet: keras.applications' network ran "
+                    f"{folded:.2f}x faster through it than through its own Keras export")
     r = results.get("infer_ratios", {}).get(f"batch {batch} | {OURS_BF16} / {SM}")
     if r is not None:
         text.append(f"the lever is precision: resnet_tf's bfloat16 export ran {r:.2f}x "
@@ -326,8 +335,9 @@ def render(results, mode_name, mode, seconds):
         "- " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
         + f"; oneDNN: {m['onednn']}; auto precision: {results.get('auto')}",
         f"- 1-min load average: {results['load_start']:.1f} at the start, "
-        f"{results.get('load_end', 0):.1f} at the end, on {m['cores']} cores: other jobs ran "
-        "throughout, hence the interleaving.",
+        f"{results.get('load_end', 0):.1f} at the end, on {m['cores']} cores"
+        + (": other jobs ran too, hence the interleaving." if _loaded(results) else
+           ": no other jobs (the benchmark's own 2-thread workers make up the load)."),
     ]
     if results.get("train"):
         lines += ["", "## 1. Training throughput, img/s (forward + backward + SGD momentum)", "",
