@@ -20,7 +20,7 @@ def resolve_precision(precision="auto"):
         return precision, "requested"
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = visible_gpus()
     if gpus:
         capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability")
                         for g in gpus]

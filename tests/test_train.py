@@ -351,14 +351,14 @@ def test_warmup_cosine_and_step_schedules():
 
 
 def test_auto_precision_follows_cpu_flags(monkeypatch):
-    from resnet_tf import training
+    from resnet_tf import distribute
 
-    monkeypatch.setattr(training, "_gpus", lambda: [])
+    monkeypatch.setattr(distribute, "visible_gpus", lambda: [])
     for flags, expected in (({"amx_bf16"}, "mixed_bfloat16"), ({"avx512_bf16"}, "mixed_bfloat16"),
                             ({"avx2"}, "float32")):
-        monkeypatch.setattr(training, "_cpu_flags", lambda flags=flags: flags)
-        assert training.resolve_precision("auto")[0] == expected
-    assert training.resolve_precision("mixed_float16")[0] == "mixed_float16"
+        monkeypatch.setattr(distribute, "_cpu_flags", lambda flags=flags: flags)
+        assert distribute.resolve_precision("auto")[0] == expected
+    assert distribute.resolve_precision("mixed_float16")[0] == "mixed_float16"
 
 
 # --- distribution --------------------------------------------------------------------------
