@@ -55,6 +55,16 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def _serve_pixels(served, pixels, batch_size):
+    """Probabilities from a SavedModel's `serving_pixels` signature, batch by batch."""
+    import numpy as np
+    import tensorflow as tf
+
+    return np.concatenate([
+        served.serve_pixels(tf.constant(pixels[i:i + batch_size]))["probabilities"].numpy()
+        for i in range(0, len(pixels), batch_size)])
+
+
 def main(argv=None):
     args = parse_args(argv)
     import numpy as np
@@ -102,9 +112,7 @@ def main(argv=None):
         np.abs(data.normalize(pixels).numpy() - x_val).max()) < 1e-3
     if exact:
         name = "SavedModel"
-        reference = np.concatenate([
-            served.serve_pixels(tf.constant(pixels[i:i + args.batch_size]))["probabilities"].numpy()
-            for i in range(0, len(pixels), args.batch_size)])
+        reference = _serve_pixels(served, pixels, args.batch_size)
         one = tf.constant(pixels[:1])
     else:
         name = "SavedModel (its network in Keras)"
@@ -120,9 +128,7 @@ def main(argv=None):
         image_size=image_size, preset=preset, precision="bfloat16")
     served_bf16 = tf.saved_model.load(bf16_dir)
     if exact:
-        top = np.concatenate([
-            served_bf16.serve_pixels(tf.constant(pixels[i:i + args.batch_size]))["probabilities"]
-            .numpy().argmax(-1) for i in range(0, len(pixels), args.batch_size)])
+        top = _serve_pixels(served_bf16, pixels, args.batch_size).argmax(-1)
     else:
         top = export.inference_model(model, precision="bfloat16").predict(
             x_val, batch_size=args.batch_size, verbose=0).argmax(-1)

@@ -18,25 +18,35 @@ def _epoch_list(text):
             f"expected comma-separated epochs such as 20,30; received {text!r}") from None
 
 
+def _recipe_epilog(recipes):
+    def describe(r):
+        return (f"ResNet-{r['depth']}, {r['epochs']} epochs, SGD lr {r['sgd'][0]:g} per 256 "
+                f"images, wd {r['sgd'][1]:g}, {r['warmup_epochs']:g} warmup epoch(s), label "
+                f"smoothing {r['label_smoothing']:g} (AdamW: lr {r['adamw'][0]:g} per 256, "
+                f"wd {r['adamw'][1]:g})")
+
+    return ("Defaults marked 'recipe' depend on the image size: for images of 64 px or less "
+            f"(CIFAR), {describe(recipes['cifar'])}; for larger images, "
+            f"{describe(recipes['imagenet'])}.")
+
+
 def train_parser(prog=None):
-    from resnet_tf.training import OPTIMIZERS, PRECISIONS, SCHEDULES
+    from resnet_tf.blocks import VARIANTS
+    from resnet_tf.resnet import STEMS
+    from resnet_tf.training import OPTIMIZERS, PRECISIONS, RECIPES, SCHEDULES
 
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Train a ResNet with Keras. Rerunning the same command resumes the run "
                     "in --out from its last finished epoch.",
-        epilog="Defaults marked 'recipe' depend on the image size: for images of 64 px or "
-               "less (CIFAR), ResNet-20, 40 epochs, SGD lr 0.2 per 256 images, wd 5e-4, "
-               "1 warmup epoch, no label smoothing; for larger images, ResNet-50, 90 epochs, "
-               "lr 0.1 per 256, wd 1e-4, 5 warmup epochs, label smoothing 0.1. "
-               "AdamW: lr 2e-3 (CIFAR) or 1e-3 per 256, wd 0.05.",
+        epilog=_recipe_epilog(RECIPES),
     )
     model = parser.add_argument_group("model")
     model.add_argument("--depth", type=int, help="ResNet depth: 18, 34, 50, 101, 152, 200 or "
                        "the CIFAR 20, 32, 44, 56, 110, 164, 1001 (default: recipe, 20 or 50)")
-    model.add_argument("--variant", choices=("v1.5", "v1", "v2", "d"),
+    model.add_argument("--variant", choices=VARIANTS,
                        help="block variant (default: v1.5; v2 for depths 164 and 1001)")
-    model.add_argument("--stem", choices=("imagenet", "cifar", "deep"),
+    model.add_argument("--stem", choices=STEMS,
                        help="stem (default: cifar for images of 64 px or less)")
 
     data = parser.add_argument_group("data")

@@ -54,7 +54,7 @@ def make_strategy(devices=None):
     """
     import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+    gpus = visible_gpus()
     multi_worker = bool(os.environ.get("TF_CONFIG"))
     if devices is not None and gpus:
         if devices > len(gpus):
@@ -132,6 +132,7 @@ def work_around_keras_multi_worker(model, strategy, dataset):
 
 
 def visible_gpus():
+    """The GPUs TensorFlow sees (an empty list on CPU-only hosts)."""
     import tensorflow as tf
 
     return tf.config.list_physical_devices("GPU")

@@ -165,7 +165,7 @@ def resolve_config(config, preset, image_size):
         milestones = [round(f * epochs) for f in recipe["milestones"]]
     resolved.update(
         depth=config.depth or recipe["depth"],
-        stem=config.stem or ("cifar" if image_size <= 64 else
+        stem=config.stem or ("cifar" if preset == "cifar" else
                              "deep" if config.variant == "d" else "imagenet"),
         # The dataset name is ignored when images come from a folder.
         dataset=None if config.data_dir else config.dataset,
@@ -194,6 +194,10 @@ def default_run_name(depth, dataset=None, data_dir=None):
         if tag.lower() in ("train", "training", "images") and len(parts) > 2:
             tag = parts[-2]
     return f"resnet{depth}_{tag}"
+
+
+def _default_out(depth, config):
+    return os.path.join("runs", default_run_name(depth, config.dataset, config.data_dir))
 
 
 def _flag(name):
@@ -285,8 +289,7 @@ def train(config, options=RunOptions()):
     # complete or conflicting run is reported at once.
     out = options.out
     if out is None and config.depth is not None:
-        out = os.path.join("runs", default_run_name(config.depth, config.dataset,
-                                                     config.data_dir))
+        out = _default_out(config.depth, config)
     if out is not None:
         done = _prepare_run(RunDirectory(out), config, options)
         if done is not None:
@@ -313,8 +316,7 @@ def train(config, options=RunOptions()):
         deterministic=config.deterministic, augment=config.augment,
         tfds_dir=options.tfds_dir, manual_dir=options.manual_dir)
     resolved = resolve_config(config, data.preset, data.image_size)
-    run = RunDirectory(out or os.path.join("runs", default_run_name(
-        resolved["depth"], config.dataset, config.data_dir)))
+    run = RunDirectory(out or _default_out(resolved["depth"], config))
     if out is None:
         done = _prepare_run(run, config, options, resolved)
         if done is not None:
