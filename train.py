@@ -1,5 +1,5 @@
 """Train a ResNet: `python train.py --help` (the same command as `resnet-train`)."""
 
-from resnet_tf.cli import train_main
+from resnet_tf.cli.train import main
 
-raise SystemExit(train_main())
+raise SystemExit(main())

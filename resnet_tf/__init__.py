@@ -1,15 +1,28 @@
 """resnet_tf: residual networks for Keras 3, with a TensorFlow trainer and exporter.
 
     from resnet_tf import build_resnet, residual_block, bottleneck_block
+
+Importing the package loads only the model layer (`resnet_tf.models`) and what `.keras`
+checkpoints need to deserialize (`resnet_tf.schedules`); the data, training, export,
+evaluation and command-line layers load when they are imported.
 """
 
-from resnet_tf.blocks import bottleneck_block, residual_block
-from resnet_tf.layers import BatchNormalization, StochasticDepth, ZeroPadShortcut, freeze_batchnorm
-from resnet_tf.resnet import DEPTHS, SPECS, build_resnet, feature_extractor
-from resnet_tf.training import WarmupSchedule  # registered, so run checkpoints load compiled
-from resnet_tf.weights import WeightsDownloadError
+from resnet_tf.errors import WeightsDownloadError
+from resnet_tf.models import (
+    DEPTHS,
+    SPECS,
+    BatchNormalization,
+    StochasticDepth,
+    ZeroPadShortcut,
+    bottleneck_block,
+    build_resnet,
+    feature_extractor,
+    freeze_batchnorm,
+    residual_block,
+)
+from resnet_tf.schedules import WarmupSchedule  # registered, so run checkpoints load compiled
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BatchNormalization",

@@ -1,0 +1,35 @@
+"""The command line: every argparse parser and `main`, and `python -m resnet_tf COMMAND`.
+
+Nothing in the library imports this package; each command imports what it runs.
+"""
+
+import importlib
+import sys
+
+COMMANDS = {
+    "train": ("resnet_tf.cli.train", "main", "train a ResNet (resnet-train, train.py)"),
+    "export": ("resnet_tf.cli.export", "main", "export a TF Serving SavedModel (resnet-export)"),
+    "evaluate": ("resnet_tf.cli.evaluate", "evaluate_main",
+                 "accuracy and confusion matrix on a dataset (resnet-evaluate)"),
+    "predict": ("resnet_tf.cli.evaluate", "predict_main", "classify image files (resnet-predict)"),
+    "explain": ("resnet_tf.cli.explain", "main",
+                "Grad-CAM heat maps and feature maps of image files (resnet-explain)"),
+}
+
+
+def main(argv=None):
+    """`python -m resnet_tf {train,export,evaluate,predict,explain} ...`. Returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    names = ",".join(COMMANDS)
+    if not argv or argv[0] not in COMMANDS:
+        lines = [f"usage: python -m resnet_tf {{{names}}} [--help] ...", ""]
+        lines += [f"  {name:<9} {help}" for name, (_, _, help) in COMMANDS.items()]
+        if argv and argv[0] not in ("-h", "--help"):
+            print("\n".join(lines[:1]), file=sys.stderr)
+            print(f"python -m resnet_tf: error: unknown command {argv[0]!r}; expected one of "
+                  f"{', '.join(COMMANDS)}.", file=sys.stderr)
+            return 2
+        print("\n".join(lines), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    module, function, _ = COMMANDS[argv[0]]
+    return getattr(importlib.import_module(module), function)(argv[1:]) or 0

@@ -1,0 +1,119 @@
+"""`resnet-evaluate` and `resnet-predict`: score a model on a dataset, classify image files."""
+
+import argparse
+import json
+import os
+import sys
+
+from resnet_tf.cli.common import fail
+from resnet_tf.data import PRESETS, image_files
+from resnet_tf.errors import EvaluationError
+from resnet_tf.evaluation import (
+    evaluate,
+    format_metrics,
+    format_predictions,
+    load_classifier,
+    plot_confusion_matrix,
+    predict_files,
+)
+from resnet_tf.files import atomic_write, write_json
+
+_EVALUATE = "resnet-evaluate"
+_PREDICT = "resnet-predict"
+
+
+def evaluate_parser():
+    parser = argparse.ArgumentParser(
+        prog=_EVALUATE,
+        description="Evaluate a .keras model, a run folder or a SavedModel on an image folder "
+                    "or a TFDS split: top-1/top-5 accuracy, per-class precision and recall, "
+                    "confusion matrix (printed, metrics.json, confusion_matrix.png).",
+    )
+    parser.add_argument("model", help=".keras file, run folder, or SavedModel (version or base folder)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data-dir", help="folder with one sub-folder of images per class")
+    source.add_argument("--dataset", help="TFDS dataset name, e.g. cifar10")
+    parser.add_argument("--split", default="test", help="TFDS split (default: test)")
+    parser.add_argument("--tfds-dir", help="TFDS data directory")
+    parser.add_argument("--out", default="evaluation", help="output folder (default: ./evaluation)")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    _model_options(parser)
+    return parser
+
+
+def evaluate_main(argv=None):
+    """`resnet-evaluate MODEL (--data-dir DIR | --dataset NAME) [--out DIR]`. Returns the exit status."""
+    args = evaluate_parser().parse_args(argv)
+    try:
+        if args.batch_size < 1:
+            raise EvaluationError(f"--batch-size must be a positive integer; received {args.batch_size}.")
+        if args.data_dir is not None and not os.path.exists(args.data_dir):
+            raise EvaluationError(f"Image folder '{args.data_dir}' does not exist.")
+        classifier = _load(args)
+        metrics = evaluate(classifier, data_dir=args.data_dir, dataset=args.dataset,
+                           split=args.split, tfds_dir=args.tfds_dir, batch_size=args.batch_size)
+        if metrics["examples"] == 0:
+            raise EvaluationError(f"None of the images in {metrics['data']} could be decoded.")
+    except ValueError as error:  # EvaluationError, ExportError, data.DataError
+        return fail(_EVALUATE, error)
+    os.makedirs(args.out, exist_ok=True)
+    write_json(os.path.join(args.out, "metrics.json"), metrics)
+    atomic_write(os.path.join(args.out, "confusion_matrix.png"),
+                 lambda tmp: plot_confusion_matrix(metrics, tmp))
+    print(format_metrics(metrics))
+    print(f"\nWrote metrics.json and confusion_matrix.png to {args.out}")
+    return 0
+
+
+
+
+def predict_parser():
+    parser = argparse.ArgumentParser(
+        prog=_PREDICT,
+        description="Classify image files with a .keras model, a run folder or a SavedModel "
+                    "(through its serving_default signature on the raw file bytes).",
+    )
+    parser.add_argument("model", help=".keras file, run folder, or SavedModel (version or base folder)")
+    parser.add_argument("images", nargs="+", help="image files or folders of images")
+    parser.add_argument("--top-k", type=int, default=5, help="classes per image (default: 5; a "
+                        "SavedModel returns at most the k it was exported with)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _model_options(parser)
+    return parser
+
+
+def predict_main(argv=None):
+    """`resnet-predict MODEL IMAGE... [--top-k K] [--json]`. Returns the exit status.
+
+    Images that cannot be classified are reported on stderr and skipped; the status is
+    then 1 (2 for user errors that stop everything).
+    """
+    args = predict_parser().parse_args(argv)
+    try:
+        if args.top_k < 1:
+            raise EvaluationError(f"--top-k must be a positive integer; received {args.top_k}.")
+        files = image_files(args.images)
+        classifier = _load(args, top_k=args.top_k)
+    except ValueError as error:
+        return fail(_PREDICT, error)
+    results, failures = predict_files(classifier, files, args.top_k)
+    for path, reason in failures:
+        print(f"{_PREDICT}: warning: skipped '{path}': {reason}", file=sys.stderr, flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    elif results:
+        print(format_predictions(results))
+    return 1 if failures else 0
+
+
+def _model_options(parser):
+    keras_only = parser.add_argument_group("for .keras models (a SavedModel carries its own)")
+    keras_only.add_argument("--classes", help="class names file (default: classes.txt beside the model)")
+    keras_only.add_argument("--image-size", type=int, help="input size (default: config.json, else the model's)")
+    keras_only.add_argument("--preset", choices=PRESETS,
+                            help="evaluation preprocessing (default: config.json)")
+
+
+def _load(args, top_k=5):
+    return load_classifier(args.model, image_size=args.image_size, preset=args.preset,
+                           classes_file=args.classes, top_k=top_k)

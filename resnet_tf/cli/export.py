@@ -1,0 +1,125 @@
+"""`resnet-export`: a .keras file or a run folder as a TF Serving SavedModel (and TFLite)."""
+
+import argparse
+import os
+
+from resnet_tf.cli.common import fail
+from resnet_tf.data import PRESETS
+from resnet_tf.errors import ExportError
+from resnet_tf.export.checkpoint import load_checkpoint
+from resnet_tf.export.inference import PRECISIONS
+from resnet_tf.export.savedmodel import export_serving_model
+from resnet_tf.export.tflite import (
+    QUANTIZATIONS,
+    calibration_images,
+    export_tflite,
+    refuse_existing,
+    sidecar_path,
+)
+from resnet_tf.runs import settings_beside
+
+_PROG = "resnet-export"
+
+
+def main(argv=None):
+    """`resnet-export SOURCE [--export-dir DIR] [--version N] ...`. Returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="Export a .keras checkpoint or a training run folder as a TF Serving "
+                    "SavedModel (a new numeric version folder under --export-dir).",
+    )
+    parser.add_argument("source", help="a .keras file, or a run folder (best.keras, classes.txt, config.json)")
+    parser.add_argument("--export-dir", help="model base path (default: <run>/export/<model name>)")
+    parser.add_argument("--version", type=int, help="version number (default: the next free one)")
+    parser.add_argument("--top-k", type=int, default=5, help="classes returned per image (default: 5)")
+    parser.add_argument("--classes", help="class names file, one per line (default: classes.txt beside the model)")
+    parser.add_argument("--image-size", type=int, help="input size (default: config.json, else the model's)")
+    parser.add_argument("--preset", choices=PRESETS, help="evaluation preprocessing (default: config.json)")
+    parser.add_argument("--no-fold-batchnorm", action="store_true",
+                        help="keep BatchNorm separate from the convolutions")
+    parser.add_argument("--precision", choices=PRECISIONS, default="float32",
+                        help="compute type of the served network (default: float32); "
+                             "bfloat16 is faster on CPUs with AVX512-BF16 or AMX, float16 on "
+                             "GPUs; the classifier and the outputs stay float32")
+    parser.add_argument("--tflite", action="append", type=parse_quantizations,
+                        metavar="{float32,float16,int8}",
+                        help="also write <export dir>/<model name>_<quantization>.tflite (and .json); "
+                             "repeatable or a comma list")
+    parser.add_argument("--data-dir", help="training images for --tflite int8 calibration "
+                        "(default: the run's config.json)")
+    args = parser.parse_args(argv)
+    try:
+        model, class_names, image_size, preset, run_dir = load_checkpoint(
+            args.source, image_size=args.image_size, preset=args.preset, classes_file=args.classes)
+        export_dir = args.export_dir or os.path.join(
+            run_dir or os.path.dirname(os.path.abspath(args.source)), "export", model.name)
+        write_tflite = prepare_tflite_exports(
+            args.tflite or [], source=args.source, model=model, export_dir=export_dir,
+            class_names=class_names, image_size=image_size, preset=preset,
+            data_dir=args.data_dir, fold_batchnorm=not args.no_fold_batchnorm)
+        path = export_serving_model(
+            model, export_dir, class_names=class_names, image_size=image_size, preset=preset,
+            version=args.version, top_k=args.top_k, fold_batchnorm=not args.no_fold_batchnorm,
+            precision=args.precision,
+        )
+        print(path)
+        for written in write_tflite():
+            print(written)
+    except ValueError as error:  # ExportError, DataError: messages written for the user
+        return fail(_PROG, error)
+    return 0
+
+
+def parse_quantizations(text):
+    """argparse type of `--tflite`: "int8" or a comma list such as "float16,int8"."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in QUANTIZATIONS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected one or more of {', '.join(QUANTIZATIONS)} separated by commas; "
+            f"received {text!r}")
+    return names
+
+
+def prepare_tflite_exports(quantizations, *, source, model, export_dir, class_names, image_size,
+                       preset, data_dir=None, fold_batchnorm=True):
+    """Checks and calibration data for `resnet-export --tflite`, before anything is written.
+
+    Raises `ExportError` (or `data.DataError`) when a file already exists or int8 has no
+    training images: `data_dir`, else the data named by the run's config.json.
+
+    Returns:
+        A function that writes `<export_dir>/<model name>_<quantization>.tflite` (and
+        `.json`) for each quantization and returns the paths.
+    """
+    quantizations = list(dict.fromkeys(q for group in quantizations for q in group))
+    paths = {q: os.path.join(export_dir, f"{model.name}_{q}.tflite") for q in quantizations}
+    for path in paths.values():
+        refuse_existing(path, sidecar_path(path), hint="another --export-dir")
+    calibration = None
+    if "int8" in quantizations:
+        calibration = _cli_calibration(source, data_dir, image_size, preset)
+
+    def write():
+        return [export_tflite(model, path, quantization=q, representative_images=calibration,
+                              class_names=class_names, image_size=image_size, preset=preset,
+                              fold_batchnorm=fold_batchnorm)
+                for q, path in paths.items()]
+
+    return write
+
+
+def _cli_calibration(source, data_dir, image_size, preset):
+    config = settings_beside(source)
+    data_dir = data_dir or config.get("data_dir")
+    dataset = config.get("dataset") or None
+    if not data_dir and (not dataset or dataset == "synthetic"):
+        found = (f"its config.json names dataset={dataset!r}" if config
+                 else "there is no config.json beside it")
+        raise ExportError(
+            "--tflite int8 needs training images to calibrate on: pass --data-dir PATH (a folder "
+            f"with one sub-folder of images per class); for '{source}' {found}.")
+    # Hold out the run's validation images, so they stay fit for measuring accuracy.
+    val_split = None if config.get("val_dir") else config.get("val_split")
+    return calibration_images(data_dir, dataset=dataset, image_size=image_size, preset=preset,
+                              val_split=val_split, seed=config.get("seed", 0))

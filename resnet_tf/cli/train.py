@@ -1,0 +1,143 @@
+"""`resnet-train` / `train.py`: train (or resume) a run, then export its SavedModel."""
+
+import argparse
+import dataclasses
+import sys
+
+from resnet_tf.cli.common import fail, is_user_error, prog_name
+
+
+def _epoch_list(text):
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated epochs such as 20,30; received {text!r}") from None
+
+
+def _recipe_epilog(recipes):
+    def describe(r):
+        return (f"ResNet-{r['depth']}, {r['epochs']} epochs, SGD lr {r['sgd'][0]:g} per 256 "
+                f"images, wd {r['sgd'][1]:g}, {r['warmup_epochs']:g} warmup epoch(s), label "
+                f"smoothing {r['label_smoothing']:g} (AdamW: lr {r['adamw'][0]:g} per 256, "
+                f"wd {r['adamw'][1]:g})")
+
+    return ("Defaults marked 'recipe' depend on the image size: for images of 64 px or less "
+            f"(CIFAR), {describe(recipes['cifar'])}; for larger images, "
+            f"{describe(recipes['imagenet'])}.")
+
+
+def train_parser(prog=None):
+    from resnet_tf.models.blocks import VARIANTS
+    from resnet_tf.models.resnet import STEMS
+    from resnet_tf.schedules import SCHEDULES
+    from resnet_tf.training.recipes import OPTIMIZERS, PRECISIONS, RECIPES
+
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train a ResNet with Keras. Rerunning the same command resumes the run "
+                    "in --out from its last finished epoch.",
+        epilog=_recipe_epilog(RECIPES),
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--depth", type=int, help="ResNet depth: 18, 34, 50, 101, 152, 200 or "
+                       "the CIFAR 20, 32, 44, 56, 110, 164, 1001 (default: recipe, 20 or 50)")
+    model.add_argument("--variant", choices=VARIANTS,
+                       help="block variant (default: v1.5; v2 for depths 164 and 1001)")
+    model.add_argument("--stem", choices=STEMS,
+                       help="stem (default: cifar for images of 64 px or less)")
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="cifar10",
+                      help="TFDS dataset name, or 'synthetic'; ignored with --data-dir "
+                           "(default: %(default)s)")
+    data.add_argument("--data-dir", help="folder with one sub-folder of images per class")
+    data.add_argument("--val-dir", help="validation folder laid out like --data-dir")
+    data.add_argument("--val-split", type=float,
+                      help="fraction of the training images held out for validation when "
+                           "the data has no validation split (default: 0.1; 0 for none)")
+    data.add_argument("--image-size", type=int, help="input size (default: the images' own)")
+    data.add_argument("--no-augment", dest="augment", action="store_false",
+                      help="no random crops and flips")
+    data.add_argument("--tfds-dir", help="TFDS data directory")
+    data.add_argument("--manual-dir", help="folder of manually downloaded TFDS archives")
+
+    opt = parser.add_argument_group("optimization")
+    opt.add_argument("--epochs", type=int, help="epochs (default: recipe, 40 or 90)")
+    opt.add_argument("--batch-size", type=int, default=128,
+                     help="global batch size, divided over the replicas (default: %(default)s)")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
+                     help="SGD with Nesterov momentum, or AdamW (default: %(default)s)")
+    opt.add_argument("--lr", type=float, help="learning rate per 256 images, scaled by "
+                     "batch-size/256 (default: recipe)")
+    opt.add_argument("--momentum", type=float, default=0.9,
+                     help="SGD momentum (default: %(default)s)")
+    opt.add_argument("--wd", type=float, help="weight decay, not applied to BatchNorm "
+                     "parameters or biases; for SGD the L2 coefficient of the papers "
+                     "(default: recipe)")
+    opt.add_argument("--label-smoothing", type=float, help="label smoothing (default: recipe)")
+    opt.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                     help="learning-rate decay after the warmup (default: %(default)s)")
+    opt.add_argument("--warmup-epochs", type=float, help="linear warmup epochs (default: recipe)")
+    opt.add_argument("--milestones", type=_epoch_list,
+                     help="epochs where --schedule step divides the rate by 10 "
+                          "(default: 50%%,75%% (CIFAR) or 33%%,67%%,89%% of --epochs)")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--precision", choices=PRECISIONS, default="auto",
+                     help="auto: mixed_float16 on GPUs of compute capability 7.0+, "
+                          "mixed_bfloat16 on CPUs with AMX/AVX512-BF16, else float32 "
+                          "(default: %(default)s)")
+    run.add_argument("--devices", type=int, help="use the first N GPUs; without GPUs, N > 1 "
+                     "splits the CPU into N logical devices (for testing distribution)")
+    run.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    run.add_argument("--deterministic", action="store_true",
+                     help="reproducible data order, augmentation and ops (slower)")
+    run.add_argument("--out", help="run directory (default: runs/resnet<depth>_<dataset>)")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace a run in --out instead of resuming or refusing")
+    run.add_argument("--export-dir", help="SavedModel base directory (default: "
+                     "<out>/export/<model name>)")
+    run.add_argument("--no-export", dest="export", action="store_false",
+                     help="do not export a SavedModel at the end")
+    run.add_argument("--steps-per-execution", type=int, default=1,
+                     help="training steps per compiled call (default: %(default)s)")
+    return parser
+
+
+def main(argv=None):
+    """`train.py` / `resnet-train`. Returns the exit status."""
+    prog = prog_name("resnet-train")
+    args = train_parser(prog).parse_args(argv)
+
+    from resnet_tf.training import RunOptions, TrainConfig, train
+
+    config = TrainConfig(**_fields(args, TrainConfig))
+    options = RunOptions(**_fields(args, RunOptions))
+    try:
+        result = train(config, options)
+        if result is not None and options.export:
+            _export(result["run_dir"], options.export_dir)
+    except ValueError as error:
+        if is_user_error(error):
+            return fail(prog, error)
+        raise
+    except KeyboardInterrupt:
+        print(f"\n{prog}: interrupted; rerun the same command to resume from the last "
+              "finished epoch.", file=sys.stderr, flush=True)
+        return 130
+    return 0
+
+
+def _export(run_dir, export_dir):
+    try:
+        from resnet_tf.export import export_run
+    except ImportError as error:
+        print(f"Note: not exporting a SavedModel ({error}).", flush=True)
+        return
+    path = export_run(run_dir, export_dir)
+    print(f"Exported the serving model to {path}", flush=True)
+
+
+def _fields(args, cls):
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}

@@ -1,0 +1,333 @@
+"""Input pipelines: image folders, TFDS datasets and synthetic data as batched `tf.data`.
+
+`load_data` returns batches of `(float32 [B, S, S, 3] normalized images, int32 [B] labels)`,
+preprocessed by `resnet_tf.data.preprocessing`, which evaluation and the exported serving
+graph share.
+
+Small datasets (decoded size under `IN_MEMORY_LIMIT_BYTES`, CIFAR-10 is 150 MB) are
+decoded once into memory; each epoch then only shuffles, augments and batches, which keeps
+two CPU cores ahead of the model. Larger ones are streamed from files or TFDS records.
+"""
+
+import logging
+import os
+import time
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from resnet_tf.data.examples import (
+    IN_MEMORY_LIMIT_BYTES,
+    Data,
+    Examples,
+    check_positive_int,
+    dataset_options,
+    val_mask,
+)
+from resnet_tf.data.folders import list_image_folder
+from resnet_tf.data.preprocessing import (
+    check_preset,
+    decode_image,
+    default_preset,
+    normalize,
+    pad_crop_flip,
+    preprocess_for_eval,
+    preprocess_for_train,
+)
+from resnet_tf.data.synthetic import synthetic_data
+from resnet_tf.data.tfds import tfds_splits
+from resnet_tf.errors import DataError
+
+_DEFAULT_IMAGE_SIZE = 224
+_HEADER_SAMPLE = 64
+
+_log = logging.getLogger(__name__)
+
+
+def load_data(
+    dataset="cifar10",
+    *,
+    data_dir=None,
+    val_dir=None,
+    val_split=None,
+    image_size=None,
+    batch_size=128,
+    seed=0,
+    deterministic=False,
+    augment=True,
+    cache=True,
+    tfds_dir=None,
+    manual_dir=None,
+    synthetic_examples=50000,
+    synthetic_classes=10,
+    preset=None,
+):
+    """Builds the train and validation pipelines.
+
+    Args:
+        dataset: str. A TFDS name (`"cifar10"`, `"imagenette"`, ...) or `"synthetic"`.
+            Ignored when `data_dir` is given.
+        data_dir: optional path to a folder with one sub-folder of images per class.
+        val_dir: optional folder laid out like `data_dir` holding the validation images;
+            its class names must equal the training folder's.
+        val_split: optional float in (0, 1). Fraction of the training images held out for
+            validation, per class and fixed by `seed`, when no `val_dir` (or, for TFDS, no
+            `validation`/`test` split) exists. `None` or 0: no validation set.
+        image_size: optional int. Output height and width; `None` uses the images' own size
+            when they all share one square size, else 224.
+        batch_size: int. Examples per batch.
+        seed: int. Fixes the validation split, and the shuffle and augmentation when
+            `deterministic`.
+        deterministic: bool. Reproducible element order and augmentation, at some speed.
+        augment: bool. Random crops and flips for training; `False` applies the
+            evaluation preprocessing to training images too.
+        cache: bool. Decode datasets under about 1.5 GB into memory once (the fast path);
+            `False` always streams from files or TFDS records.
+        tfds_dir: optional TFDS data directory (default `~/tensorflow_datasets`).
+        manual_dir: optional folder of manually downloaded TFDS archives.
+        synthetic_examples: int. Training examples per epoch of `"synthetic"`.
+        synthetic_classes: int. Classes of `"synthetic"`.
+        preset: optional str, `"cifar"` or `"imagenet"`; `None` uses `default_preset`.
+
+    Image folders: unreadable files with an image suffix are skipped, counted in
+    `skipped_files` and reported in one warning. In memory this is exact; streamed
+    folders (too large for memory, or `cache=False`) drop such files on the fly with
+    `ignore_errors`, which costs nothing up front but leaves them uncounted.
+    """
+    check_positive_int("batch_size", batch_size)
+    if image_size is not None:
+        check_positive_int("image_size", image_size)
+    if preset is not None:
+        check_preset(preset)
+    if val_split is not None and not (
+        isinstance(val_split, (int, float, np.floating)) and 0 <= val_split < 1
+    ):
+        raise DataError(
+            f"val_split must be a fraction in [0, 1), e.g. 0.1; received val_split={val_split!r}."
+        )
+    val_split = val_split or None
+    if data_dir is not None:
+        splits = _folder_splits(data_dir, val_dir, val_split, seed, cache)
+    elif dataset == "synthetic":
+        return synthetic_data(
+            image_size or 32,
+            preset,
+            batch_size,
+            val_split,
+            synthetic_examples,
+            synthetic_classes,
+            deterministic,
+        )
+    else:
+        splits = tfds_splits(dataset, tfds_dir, manual_dir, val_split, seed, cache)
+
+    train, val, class_names, native_size, skipped = splits
+    image_size = image_size or native_size or _DEFAULT_IMAGE_SIZE
+    preset = preset or default_preset(image_size)
+    train_count = train.count if train else 0
+    if train_count < batch_size:
+        raise DataError(
+            f"batch_size={batch_size} is larger than the {train_count} training images; "
+            f"expected batch_size <= {train_count}, since incomplete training batches are dropped."
+        )
+    build = dict(
+        image_size=image_size,
+        preset=preset,
+        batch_size=batch_size,
+        seed=seed,
+        deterministic=deterministic,
+    )
+    return Data(
+        train=_pipeline(train, training=True, augment=augment, **build),
+        val=None if val is None else _pipeline(val, training=False, augment=False, **build),
+        class_names=list(class_names),
+        image_size=image_size,
+        preset=preset,
+        train_examples=train.count,
+        val_examples=0 if val is None else val.count,
+        skipped_files=skipped,
+    )
+
+
+def _pipeline(examples, *, training, augment, image_size, preset, batch_size, seed, deterministic):
+    seed = seed if deterministic else None
+    ds = examples.source
+    if training:
+        ds = ds.shuffle(
+            examples.shuffle_buffer or examples.count, seed=seed, reshuffle_each_iteration=True
+        )
+    to_image = examples.to_image or (lambda image, label: (image, label))
+    if training and augment and preset == "cifar" and examples.to_image is None:
+        ds = _zip_seeds(ds.batch(batch_size, drop_remainder=True), seed)
+
+        def augment_batch(batch, batch_seed):
+            images, labels = batch
+            return normalize(pad_crop_flip(images, image_size, batch_seed)), labels
+
+        ds = ds.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        if training and augment:
+            ds = _zip_seeds(ds, seed)
+
+            def prepare(element, image_seed):
+                image, label = to_image(*element)
+                return preprocess_for_train(image, image_size, preset, image_seed), label
+        else:
+
+            def prepare(*element):
+                image, label = to_image(*element)
+                return preprocess_for_eval(image, image_size, preset), label
+
+        ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+        if examples.may_fail:
+            ds = ds.ignore_errors()
+        ds = ds.batch(batch_size, drop_remainder=training)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(dataset_options(deterministic))
+
+
+def _zip_seeds(ds, seed):
+    """Pairs every element with a fresh `[2]` seed for stateless random ops.
+
+    A seed travels with its element, so augmentation is reproducible even when the
+    parallel map finishes out of order; `rerandomize_each_iteration` varies it per epoch.
+    """
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(ds, seeds)
+
+
+def _folder_splits(data_dir, val_dir, val_split, seed, cache):
+    files, labels, class_names = list_image_folder(data_dir)
+    roots = [os.fspath(data_dir)] * len(files)
+    labels = np.asarray(labels, np.int32)
+    if val_dir is not None:
+        val_files, val_labels, val_names = list_image_folder(val_dir)
+        if val_names != class_names:
+            only_train = sorted(set(class_names) - set(val_names))
+            only_val = sorted(set(val_names) - set(class_names))
+            raise DataError(
+                f"Validation folder '{val_dir}' must have the same class sub-folders as "
+                f"'{data_dir}'; only in training: {only_train}, only in validation: {only_val}."
+            )
+        is_val = np.r_[np.zeros(len(files), bool), np.ones(len(val_files), bool)]
+        files, roots = files + val_files, roots + [os.fspath(val_dir)] * len(val_files)
+        labels = np.r_[labels, np.asarray(val_labels, np.int32)]
+    else:
+        is_val = val_mask(labels, val_split, seed)
+
+    sizes = _sample_sizes(files)
+    estimate = np.mean([h * w * 3 for h, w in sizes]) * len(files) if sizes else 0
+    if cache and estimate < IN_MEMORY_LIMIT_BYTES:
+        return _decode_folder_into_memory(files, labels, roots, is_val, class_names)
+
+    # Streaming: decode from file names each epoch; the image size is a guess from the sample.
+    native = sizes[0][0] if sizes and all(s == (sizes[0][0],) * 2 for s in sizes) else None
+    train = _stream_files(np.asarray(files)[~is_val], labels[~is_val])
+    val = _stream_files(np.asarray(files)[is_val], labels[is_val]) if is_val.any() else None
+    return train, val, class_names, native, 0
+
+
+def _sample_sizes(files):
+    """`(height, width)` of a fixed sample of files, read from headers only."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    sample = rng.choice(len(files), min(_HEADER_SAMPLE, len(files)), replace=False)
+    sizes = []
+    for i in sample:
+        try:
+            with Image.open(files[i]) as image:
+                sizes.append(image.size[::-1])
+        except Exception:  # Unreadable files are the decode pass's business.
+            pass
+    return sizes
+
+
+def _decode_folder_into_memory(files, labels, roots, is_val, class_names):
+    start = time.perf_counter()
+    paths = tf.data.Dataset.from_tensor_slices((files, np.arange(len(files))))
+
+    def decode(path, index):
+        image = decode_image(tf.io.read_file(path))
+        return tf.reshape(image, [-1]), tf.shape(image)[:2], index
+
+    decoded = (
+        paths.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors().ragged_batch(1024)
+    )
+    decoded = decoded.with_options(dataset_options(deterministic=False))  # Sorted by index below.
+    values, lengths, shapes, indices = [], [], [], []
+    for flat, shape, index in decoded:
+        values.append(flat.flat_values.numpy())
+        lengths.append(flat.row_lengths().numpy())
+        shapes.append(shape.numpy())
+        indices.append(index.numpy())
+    if not indices:
+        raise DataError(
+            f"None of the {len(files)} image files in '{roots[0]}' could be decoded "
+            f"(e.g. '{files[0]}'); expected JPEG, PNG, BMP or GIF images."
+        )
+    values, lengths = np.concatenate(values), np.concatenate(lengths)
+    shapes, indices = np.concatenate(shapes).astype(np.int32), np.concatenate(indices)
+
+    ok = np.zeros(len(files), bool)
+    ok[indices] = True
+    _warn_skipped(files, roots, ok)
+    _log.info(
+        "Decoded %d images (%.0f MB) into memory in %.1f s.",
+        len(indices),
+        values.nbytes / 1e6,
+        time.perf_counter() - start,
+    )
+
+    # Parallel decoding finishes out of order; file order keeps runs reproducible.
+    order = np.argsort(indices)
+    starts = (np.cumsum(lengths) - lengths)[order]
+    indices, shapes, lengths = indices[order], shapes[order], lengths[order]
+    uniform = bool((shapes == shapes[0]).all())
+    if uniform:
+        images = values.reshape(-1, *shapes[0], 3)[order]
+    labels, val_of = labels[indices], is_val[indices]
+
+    def split(mask):
+        if not mask.any():
+            return None
+        if uniform:
+            return Examples(
+                tf.data.Dataset.from_tensor_slices((images[mask], labels[mask])), int(mask.sum())
+            )
+        # Mixed sizes cannot share one array: keep the pixels flat, ragged by image.
+        keep = np.flatnonzero(mask)
+        flat = tf.RaggedTensor.from_row_lengths(
+            np.concatenate([values[starts[i] : starts[i] + lengths[i]] for i in keep]),
+            lengths[keep],
+        )
+        source = tf.data.Dataset.from_tensor_slices((flat, shapes[keep], labels[keep]))
+        return Examples(source, len(keep), to_image=_unflatten)
+
+    native = int(shapes[0][0]) if uniform and shapes[0][0] == shapes[0][1] else None
+    return split(~val_of), split(val_of), class_names, native, int((~ok).sum())
+
+
+def _unflatten(flat, shape, label):
+    return tf.reshape(flat, tf.concat([shape, [3]], 0)), label
+
+
+def _warn_skipped(files, roots, ok):
+    for root in dict.fromkeys(roots):
+        bad = [f for f, r, good in zip(files, roots, ok) if r == root and not good]
+        if bad:
+            noun = "file" if len(bad) == 1 else "files"
+            warnings.warn(
+                f"Skipped {len(bad)} unreadable image {noun} in {root} (e.g. {bad[0]})",
+                stacklevel=5,
+            )
+
+
+def _stream_files(files, labels):
+    def read(path, label):
+        return decode_image(tf.io.read_file(path)), label
+
+    source = tf.data.Dataset.from_tensor_slices((files, labels))
+    return Examples(source, len(files), to_image=read, may_fail=True)
+
+

@@ -1,0 +1,154 @@
+"""Image preprocessing shared by training, evaluation and the exported serving graph.
+
+Pure TF ops on one image (or a batch, for the CIFAR augmentation), so the SavedModel
+applies exactly the preprocessing the model was trained and evaluated with:
+
+- `decode_image`: JPEG, PNG, BMP or GIF bytes to uint8 RGB.
+- `preprocess_for_eval` / `preprocess_for_train`: the "cifar" and "imagenet" presets.
+- `normalize`: pixels 0..255 to `(x/255 - MEAN)/STD`, the one definition of the input scale.
+"""
+
+import tensorflow as tf
+
+from resnet_tf.errors import DataError
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+PRESETS = ("cifar", "imagenet")
+
+_CIFAR_PAD = 4
+_CENTER_CROP_FRACTION = 0.875
+
+
+def normalize(images):
+    """Maps pixel values in 0..255 (any dtype, last dim RGB) to float32 `(x/255 - MEAN)/STD`."""
+    images = tf.convert_to_tensor(images)
+    if images.shape.rank is not None and images.shape[-1] not in (None, 3):
+        raise DataError(
+            f"normalize expects RGB images with a last dimension of 3; "
+            f"received shape {images.shape}."
+        )
+    mean = tf.constant([255.0 * m for m in MEAN], tf.float32)
+    std = tf.constant([255.0 * s for s in STD], tf.float32)
+    return (tf.cast(images, tf.float32) - mean) / std
+
+
+def default_preset(image_size):
+    """`"cifar"` (pad-and-crop) for images up to 64 px, else `"imagenet"` (random-resized crop)."""
+    return "cifar" if image_size <= 64 else "imagenet"
+
+
+def decode_image(data):
+    """Decodes JPEG, PNG, BMP or GIF (first frame) bytes to a uint8 `[H, W, 3]` RGB image.
+
+    Grayscale and RGBA become RGB. Truncated or corrupt data raises
+    `tf.errors.InvalidArgumentError`: TF's JPEG decoder rejects a file cut short
+    (`try_recover_truncated` is off) rather than returning a half-grey image.
+    """
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image
+
+
+def preprocess_for_eval(image, image_size, preset):
+    """Deterministic preprocessing of one uint8 `[H, W, 3]` image to normalized float32 `[S, S, 3]`.
+
+    Args:
+        image: uint8 tensor `[H, W, 3]`, any height and width.
+        image_size: int. Output height and width `S`.
+        preset: str. `"cifar"` resizes to `S` when the size differs; `"imagenet"` resizes
+            the shorter side to `round(S / 0.875)` and takes the central `S x S` crop.
+    """
+    check_preset(preset)
+    image = tf.convert_to_tensor(image)
+    if preset == "cifar":
+        image = _resize(image, image_size, image_size)
+    else:
+        image = _resize_shorter_side(image, round(image_size / _CENTER_CROP_FRACTION))
+        height, width = tf.shape(image)[0], tf.shape(image)[1]
+        top, left = (height - image_size) // 2, (width - image_size) // 2
+        image = image[top : top + image_size, left : left + image_size]
+    image.set_shape([image_size, image_size, 3])
+    return normalize(image)
+
+
+def preprocess_for_train(image, image_size, preset, seed=None):
+    """Random augmentation of one uint8 `[H, W, 3]` image to normalized float32 `[S, S, 3]`.
+
+    Args:
+        image: uint8 tensor `[H, W, 3]`.
+        image_size: int. Output height and width `S`.
+        preset: str. `"cifar"`: resize to `S` if needed, zero-pad 4 px, random `S x S` crop,
+            random horizontal flip. `"imagenet"`: random-resized crop (8-100% of the area,
+            aspect ratio 3/4-4/3) resized to `S`, random horizontal flip.
+        seed: optional int tensor of shape `[2]`. The same seed gives the same
+            augmentation; `None` draws one from TF's global generator.
+    """
+    check_preset(preset)
+    image = tf.convert_to_tensor(image)
+    if seed is None:
+        seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
+    if preset == "cifar":
+        image = pad_crop_flip(image[tf.newaxis], image_size, seed)[0]
+        image.set_shape([image_size, image_size, 3])
+        return normalize(image)
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image),
+        bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+        seed=crop_seed,
+        min_object_covered=0.0,
+        aspect_ratio_range=(3 / 4, 4 / 3),
+        area_range=(0.08, 1.0),
+        max_attempts=10,
+        use_image_if_no_bounding_boxes=True,
+    )
+    image = _resize(tf.slice(image, begin, size), image_size, image_size)
+    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    image.set_shape([image_size, image_size, 3])
+    return normalize(image)
+
+
+def pad_crop_flip(images, image_size, seed):
+    """The "cifar" augmentation of a uint8 `[B, H, W, 3]` batch, as float32 in 0..255.
+
+    One gather per axis crops and flips the whole batch: per-image ops cost more in
+    tf.data overhead than in arithmetic at 32 x 32, and the input must outrun the GPU.
+    """
+    images = _resize(images, image_size, image_size)
+    pad = _CIFAR_PAD
+    images = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    batch = tf.shape(images)[0]
+    offsets = tf.random.stateless_uniform([batch, 2], crop_seed, maxval=2 * pad + 1, dtype=tf.int32)
+    flip = tf.random.stateless_uniform([batch, 1], flip_seed, maxval=2, dtype=tf.int32) > 0
+    steps = tf.range(image_size)
+    rows = offsets[:, :1] + steps
+    cols = offsets[:, 1:] + tf.where(flip, image_size - 1 - steps, steps)
+    images = tf.gather(images, rows, axis=1, batch_dims=1)
+    return tf.gather(images, cols, axis=2, batch_dims=1)
+
+
+def _resize(image, height, width):
+    """Bilinear resize of `[..., H, W, 3]` to float32, skipped when the size already matches."""
+    if isinstance(height, int) and tuple(image.shape[-3:-1]) == (height, width):
+        return tf.cast(image, tf.float32)
+    shape = tf.shape(image)
+    same = tf.logical_and(tf.equal(shape[-3], height), tf.equal(shape[-2], width))
+    return tf.cond(
+        same,
+        lambda: tf.cast(image, tf.float32),
+        lambda: tf.image.resize(image, [height, width], antialias=True),
+    )
+
+
+def _resize_shorter_side(image, size):
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    scale = size / tf.reduce_min(shape)
+    new_shape = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), size)
+    return _resize(image, new_shape[0], new_shape[1])
+
+
+def check_preset(preset):
+    if preset not in PRESETS:
+        raise DataError(f"preset must be one of {', '.join(PRESETS)}; received preset={preset!r}.")

@@ -1,0 +1,260 @@
+"""`resnet-evaluate` and `resnet-predict`: score a model on a dataset, classify image files.
+
+Both take a `.keras` file, a training run folder (its best.keras) or an exported
+SavedModel (a version folder, or a base folder: its latest version).
+
+- A Keras model is evaluated on the evaluation pipeline (`decode_image` +
+  `preprocess_for_eval`) and predicts through the same serving function the
+  export writes (`ServingModule`), built in memory.
+- A SavedModel is fed the encoded image bytes through its `serving_default`
+  signature, exactly as TF Serving would; it needs no Keras model at all.
+
+Metrics come from `metrics.evaluate_model`, the function the trainer uses.
+"""
+
+import dataclasses
+import os
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+from resnet_tf.data import decode_image, list_image_folder, preprocess_for_eval
+from resnet_tf.data.tfds import tfds_eval_split
+from resnet_tf.errors import EvaluationError
+from resnet_tf.export.checkpoint import load_checkpoint
+from resnet_tf.export.inference import inference_model
+from resnet_tf.export.savedmodel import (
+    BYTES_INPUT,
+    SERVING_SIGNATURE,
+    ServingModule,
+    latest_version_dir,
+)
+from resnet_tf.metrics import evaluate_model
+from resnet_tf.runs import default_class_names
+
+
+@dataclasses.dataclass
+class Classifier:
+    """A loaded model of either kind.
+
+    Attributes:
+        serve: callable taking a string tensor `[N]` of encoded images and returning the
+            serving outputs (`probabilities`, `classes`, `scores`, `class_names`).
+        class_names: list of str.
+        image_size: int.
+        preset: str.
+        keras_model: the `keras.Model`, or None for a SavedModel.
+        path: str. What was loaded.
+        saved_model: the object `tf.saved_model.load` returned (its signatures only
+            work while it is alive), or None.
+    """
+
+    serve: object
+    class_names: list
+    image_size: int
+    preset: str
+    keras_model: object
+    path: str
+    saved_model: object = None
+
+
+def load_classifier(path, *, image_size=None, preset=None, classes_file=None, top_k=5):
+    """Load a `.keras` file, a run folder or a SavedModel (version or base folder)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise EvaluationError(f"Model '{path}' does not exist; expected a .keras file, a run "
+                              "folder or a SavedModel folder.")
+    if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "best.keras")):
+        version_dir = latest_version_dir(path)
+        loaded = tf.saved_model.load(version_dir)
+        if SERVING_SIGNATURE not in loaded.signatures:
+            raise EvaluationError(f"SavedModel '{version_dir}' has no "
+                                  f"'{SERVING_SIGNATURE}' signature.")
+        serve = loaded.signatures[SERVING_SIGNATURE]
+        if not hasattr(loaded, "class_names"):
+            raise EvaluationError(f"SavedModel '{version_dir}' was not written by resnet-export "
+                                  "(it has no class_names).")
+        return Classifier(
+            serve=lambda image_bytes: serve(**{BYTES_INPUT: image_bytes}),
+            class_names=[c.decode() for c in loaded.class_names.numpy()],
+            image_size=int(loaded.image_size.numpy()),
+            preset=loaded.preset.numpy().decode(),
+            keras_model=None,
+            path=version_dir,
+            saved_model=loaded,
+        )
+    model, class_names, image_size, preset, _ = load_checkpoint(
+        path, image_size=image_size, preset=preset, classes_file=classes_file)
+    module = ServingModule(
+        inference_model(model), class_names=class_names, image_size=image_size,
+        preset=preset, top_k=min(top_k, len(class_names)))
+    return Classifier(module.serve_bytes, class_names, image_size, preset, model, path)
+
+
+# ---------------------------------------------------------------------------------------
+# evaluate
+
+
+def evaluate(classifier, *, data_dir=None, dataset=None, split="test", tfds_dir=None,
+             batch_size=64):
+    """`metrics.evaluate_model` on an image folder or a TFDS split.
+
+    Returns:
+        The metrics dict, plus `model`, `data` and `skipped_files` (images that could
+        not be decoded and were left out).
+    """
+    if data_dir is not None:
+        files, labels, class_names = list_image_folder(data_dir)
+        source = tf.data.Dataset.from_tensor_slices((files, labels)).map(
+            lambda f, label: (tf.io.read_file(f), label))
+        total, described = len(files), f"folder '{data_dir}'"
+    else:
+        source, class_names = tfds_eval_split(dataset, split, tfds_dir)
+        total = None
+        described = f"TFDS '{dataset}' split '{split}'"
+    classes = len(classifier.class_names)
+    if len(class_names) != classes:
+        raise EvaluationError(
+            f"The model has {classes} classes but {described} has {len(class_names)}; "
+            "expected the same classes.")
+    if class_names != classifier.class_names and sorted(class_names) == sorted(classifier.class_names):
+        # Same classes in another order (a folder lists them sorted): score against the
+        # model's indices.
+        to_model = tf.constant([classifier.class_names.index(n) for n in class_names], tf.int32)
+        source = source.map(lambda encoded, label: (encoded, tf.gather(to_model, label)))
+        class_names = classifier.class_names
+    elif class_names != classifier.class_names and classifier.class_names != default_class_names(classes):
+        warnings.warn(f"The model's classes ({', '.join(classifier.class_names[:5])}, ...) are not "
+                      f"{described}'s ({', '.join(class_names[:5])}, ...); comparing label indices.",
+                      stacklevel=2)
+
+    size, preset = classifier.image_size, classifier.preset
+    if classifier.keras_model is not None:
+        def prepare(encoded, label):
+            return preprocess_for_eval(decode_image(encoded), size, preset), label
+        model = classifier.keras_model
+    else:
+        def prepare(encoded, label):
+            # Decoding here only drops unreadable files; the SavedModel decodes again.
+            tf.debugging.assert_rank(decode_image(encoded), 3)
+            return encoded, label
+
+        def model(image_bytes, training=False):
+            return classifier.serve(image_bytes)["probabilities"]
+    batches = (source.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+               .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    result = evaluate_model(model, batches, class_names)
+    result.update(model=classifier.path, data=described,
+                  skipped_files=0 if total is None else total - result["examples"])
+    return result
+
+
+def format_metrics(metrics, max_matrix_classes=20):
+    """The metrics as a plain-text report: accuracy, a per-class table, the confusion matrix."""
+    names = metrics["class_names"]
+    width = max(9, *(len(n) for n in names))
+    lines = [
+        f"Model: {metrics['model']}",
+        f"Data:  {metrics['data']} ({metrics['examples']} images"
+        + (f", {metrics['skipped_files']} unreadable skipped)" if metrics["skipped_files"] else ")"),
+        f"top-1 accuracy: {metrics['top1']:.4f}",
+        f"top-5 accuracy: {metrics['top5']:.4f}",
+        "",
+        f"{'class':<{width}}  precision  recall  support",
+    ]
+    for name in names:
+        row = metrics["per_class"][name]
+        lines.append(f"{name:<{width}}  {row['precision']:9.4f}  {row['recall']:6.4f}  {row['support']:7d}")
+    matrix = metrics["confusion_matrix"]
+    if len(names) <= max_matrix_classes:
+        cell = max(5, len(str(max(max(r) for r in matrix))) + 1)
+        lines += ["", "Confusion matrix (rows: true class, columns: predicted class index)",
+                  " " * (width + 4) + "".join(f"{j:>{cell}}" for j in range(len(names)))]
+        for i, (name, row) in enumerate(zip(names, matrix)):
+            lines.append(f"{i:>2}  {name:<{width}}" + "".join(f"{v:>{cell}}" for v in row))
+    else:
+        lines += ["", f"Confusion matrix: {len(names)} classes, see metrics.json."]
+    return "\n".join(lines)
+
+
+def plot_confusion_matrix(metrics, path):
+    """Save the row-normalised confusion matrix as a PNG (matplotlib's Agg canvas, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = metrics["class_names"]
+    counts = np.asarray(metrics["confusion_matrix"], np.float64)
+    recall = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    n = len(names)
+    side = min(4 + 0.45 * n, 30)
+    figure = Figure(figsize=(side + 1.5, side))
+    FigureCanvasAgg(figure)
+    ax = figure.add_subplot()
+    image = ax.imshow(recall, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=ax, label="fraction of the true class")
+    if n <= 40:
+        ax.set_xticks(range(n), names, rotation=90)
+        ax.set_yticks(range(n), names)
+    if n <= 20:
+        for i in range(n):
+            for j in range(n):
+                ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if recall[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"top-1 {metrics['top1']:.4f} on {metrics['examples']} images")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+# ---------------------------------------------------------------------------------------
+# predict
+
+
+def predict_files(classifier, files, top_k=5):
+    """Top-k predictions per file, one request per file so a bad image fails alone.
+
+    Returns:
+        `(results, failures)`: a list of `{"file", "predictions": [{"class", "index",
+        "score"}, ...]}` and a list of `(file, reason)`.
+    """
+    results, failures = [], []
+    for path in files:
+        with open(path, "rb") as f:
+            encoded = f.read()
+        try:
+            out = classifier.serve(tf.constant([encoded]))
+        except tf.errors.InvalidArgumentError as error:
+            failures.append((path, request_error(error)))
+            continue
+        predictions = [
+            {"class": name.decode(), "index": int(index), "score": float(score)}
+            for name, index, score in zip(out["class_names"][0].numpy(), out["classes"][0].numpy(),
+                                          out["scores"][0].numpy())
+        ]
+        results.append({"file": path, "predictions": predictions[:top_k]})
+    return results, failures
+
+
+def request_error(error):
+    """The user-facing part of a failed request's InvalidArgumentError message."""
+    message = error.message
+    if "assertion failed: [" in message:
+        message = message.split("assertion failed: [", 1)[1]
+        return message.split("]", 1)[0].strip()
+    lines = [line.strip() for line in message.splitlines()]
+    useful = [line for line in lines if line and not line.startswith(("[[", "Graph execution", "Detected at",
+                                                                      "<stack traces"))]
+    return useful[0] if useful else lines[0]
+
+
+def format_predictions(results):
+    width = max(4, *(len(r["file"]) for r in results))
+    class_width = max(5, *(len(p["class"]) for r in results for p in r["predictions"]))
+    lines = [f"{'file':<{width}}  rank  {'class':<{class_width}}   score"]
+    for result in results:
+        for rank, p in enumerate(result["predictions"], 1):
+            file = result["file"] if rank == 1 else ""
+            lines.append(f"{file:<{width}}  {rank:>4}  {p['class']:<{class_width}}  {p['score']:.4f}")
+    return "\n".join(lines)

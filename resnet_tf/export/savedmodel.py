@@ -1,0 +1,362 @@
+"""Export a trained classifier as a SavedModel that TensorFlow Serving loads as is.
+
+    export_serving_model(model, "runs/x/export/resnet50", class_names=names,
+                         image_size=224, preset="imagenet")   # -> ".../resnet50/1"
+
+The export is a plain `tf.Module` with two signatures, so loading it needs TensorFlow
+alone (no Keras objects, no resnet_tf layers inside):
+
+- `serving_default`: `image_bytes`, string `[N]` of encoded JPEG, PNG, GIF, BMP or WebP
+  images. Each one is checked, decoded and preprocessed in the graph by the very
+  functions evaluation uses (`decode_image`, `preprocess_for_eval` of `resnet_tf.data.preprocessing`).
+- `serving_pixels`: `images`, uint8 `[N, S, S, 3]` RGB images already at the model's
+  input size `S` (for `preset="imagenet"`: already centre-cropped); only normalized.
+
+Both return `probabilities` float32 `[N, classes]`, and the top k as `classes` int32
+`[N, k]`, `scores` float32 `[N, k]` and `class_names` string `[N, k]`.
+
+The served network is a copy of the model with every BatchNorm that follows a
+convolution folded into that convolution's kernel and bias, and its weights frozen into
+the graph as constants (so oneDNN prepares each kernel once, not on every request). It
+computes in float32 by default, whatever precision the model was trained in;
+`precision="bfloat16"` (or "float16", for GPU servers) computes the convolutions in that
+type and the classifier in float32.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+from resnet_tf.data.preprocessing import decode_image, normalize, preprocess_for_eval
+from resnet_tf.errors import ExportError
+from resnet_tf.export.inference import (
+    check_precision,
+    check_serving_args,
+    has_linear_head,
+    inference_model,
+)
+from resnet_tf.files import current_umask
+
+SERVING_SIGNATURE = "serving_default"
+PIXELS_SIGNATURE = "serving_pixels"
+BYTES_INPUT = "image_bytes"
+PIXELS_INPUT = "images"
+# Requests past either limit fail with InvalidArgument before any decoding. 50 MP is
+# 8660 x 5773; phone and DSLR photos (12-48 MP) pass. Decoding and resizing take about
+# 15 bytes per pixel (uint8, then float32), 750 MB for a 50 MP image.
+MAX_IMAGE_BYTES = 32 * 1024**2
+MAX_IMAGE_PIXELS = 50_000_000
+FORMATS = "JPEG, PNG, GIF, BMP or WebP"
+_HEADER_BYTES = 32
+_PARTIAL_PREFIX = ".tmp-export-"
+
+
+def export_serving_model(
+    model,
+    export_base_dir,
+    *,
+    class_names,
+    image_size,
+    preset,
+    version=None,
+    top_k=5,
+    fold_batchnorm=True,
+    precision="float32",
+    max_image_bytes=MAX_IMAGE_BYTES,
+    max_image_pixels=MAX_IMAGE_PIXELS,
+    marker=None,
+):
+    """Write `model` as version `version` of a TF Serving model base path.
+
+    Args:
+        model: `keras.Model` mapping normalized float32 `[N, S, S, 3]` images to
+            probabilities (a softmax head) or logits (a linear head; softmax is added).
+        export_base_dir: str. The folder TF Serving's `--model_base_path` points at.
+        class_names: list of str, one per output unit.
+        image_size: int. The model's input height and width `S`.
+        preset: str. The evaluation preprocessing, "cifar" or "imagenet" (see
+            `preprocess_for_eval`).
+        version: int or None. Version number; None takes the next free one (1 in an
+            empty folder). An existing version is never overwritten.
+        top_k: int. Classes returned per image, capped at the class count.
+        fold_batchnorm: bool. Fold BatchNorm into the preceding convolutions.
+        precision: str. "float32" (default), "bfloat16" (faster on CPUs with
+            AVX512-BF16 or AMX) or "float16" (GPUs): the compute type of the network;
+            the classifier and every output stay float32.
+        max_image_bytes: int. Larger encoded images are rejected.
+        max_image_pixels: int. Images with more pixels (read from the header) are rejected.
+        marker: optional JSON-able dict written to `assets.extra/resnet_tf_run.json` in
+            the version (TF Serving ignores it); `export_run` uses it to export a run once.
+
+    Returns:
+        str. The version folder that was written.
+    """
+    class_names, image_size, preset = check_serving_args(
+        model, class_names=class_names, image_size=image_size, preset=preset)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ExportError(f"top_k must be a positive integer. Received: top_k={top_k!r}")
+    classes = len(class_names)
+    check_precision(precision)
+
+    export_base_dir = os.fspath(export_base_dir)
+    if os.path.exists(export_base_dir) and not os.path.isdir(export_base_dir):
+        raise ExportError(f"The export folder is a file. Received: export_dir='{export_base_dir}'; "
+                          "expected a folder (or a path to create one).")
+    os.makedirs(export_base_dir, exist_ok=True)
+    if version is None:
+        version = next_version(export_base_dir)
+    elif isinstance(version, bool) or not isinstance(version, int) or version < 0:
+        raise ExportError(f"version must be a non-negative integer. Received: version={version!r}")
+    final = os.path.join(export_base_dir, str(version))
+    if os.path.exists(final):
+        raise ExportError(
+            f"Version {version} already exists in {export_base_dir}; exported versions are "
+            f"never overwritten. Choose another version, or none to get {next_version(export_base_dir)}."
+        )
+
+    module = ServingModule(
+        inference_model(model, fold_batchnorm=fold_batchnorm, precision=precision),
+        class_names=class_names, image_size=image_size, preset=preset,
+        top_k=min(top_k, classes), max_image_bytes=max_image_bytes,
+        max_image_pixels=max_image_pixels,
+    )
+    # A server polling the base path only loads purely numeric folders, and the rename
+    # is atomic, so it never sees a half-written version.
+    tmp = tempfile.mkdtemp(prefix=f"{_PARTIAL_PREFIX}{version}-", dir=export_base_dir)
+    try:
+        # mkdtemp makes the folder 0700; a TF Serving process of another user must read it.
+        os.chmod(tmp, 0o777 & ~current_umask())
+        tf.saved_model.save(module, tmp, signatures=module.signatures())
+        if marker is not None:
+            os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+            with open(os.path.join(tmp, "assets.extra", "resnet_tf_run.json"), "w") as f:
+                json.dump(marker, f)
+        if os.path.exists(final):
+            raise ExportError(f"Version {version} appeared in {export_base_dir} during the export.")
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def next_version(export_base_dir):
+    """The next free version number in a model base path: 1 + the largest numeric folder."""
+    return max(_versions(export_base_dir), default=0) + 1
+
+
+def latest_version_dir(path):
+    """A SavedModel folder: `path` itself, or its highest complete numeric version.
+
+    Complete: saved_model.pb and the variables index and data are there and not empty
+    (a version copied in by hand and cut short is passed over, as TF Serving would fail
+    on it).
+    """
+    path = os.fspath(path)
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        if not is_complete_saved_model(path):
+            raise ExportError(f"SavedModel '{path}' is incomplete (saved_model.pb or variables/ "
+                              "missing or empty); expected a folder written by resnet-export.")
+        return path
+    versions = [v for v in _versions(path) if is_complete_saved_model(os.path.join(path, str(v)))]
+    if not versions:
+        raise ExportError(
+            f"'{path}' is not a SavedModel: expected a folder with saved_model.pb or numeric "
+            "version folders holding a complete one."
+        )
+    return os.path.join(path, str(max(versions)))
+
+
+def is_complete_saved_model(folder):
+    """saved_model.pb, variables.index and every variables data shard exist and are not empty."""
+    def nonempty(name):
+        try:
+            return os.path.getsize(os.path.join(folder, name)) > 0
+        except OSError:
+            return False
+
+    if not (nonempty("saved_model.pb") and nonempty(os.path.join("variables", "variables.index"))):
+        return False
+    try:
+        shards = [n for n in os.listdir(os.path.join(folder, "variables")) if ".data-" in n]
+    except OSError:
+        return False
+    return bool(shards) and all(nonempty(os.path.join("variables", n)) for n in shards)
+
+
+def remove_partial_exports(export_base_dir):
+    """Deletes the `.tmp-export-*` folders an interrupted export leaves behind."""
+    if not os.path.isdir(export_base_dir):
+        return
+    for name in os.listdir(export_base_dir):
+        if name.startswith(_PARTIAL_PREFIX):
+            shutil.rmtree(os.path.join(export_base_dir, name), ignore_errors=True)
+
+
+def _versions(base):
+    if not os.path.isdir(base):
+        return []
+    return [int(name) for name in os.listdir(base)
+            if name.isdigit() and os.path.isdir(os.path.join(base, name))]
+
+
+# ---------------------------------------------------------------------------------------
+# The SavedModel.
+
+
+class ServingModule(tf.Module):
+    """The exported object: the two serving functions and the metadata evaluation reads.
+
+    The network is traced once with its weights frozen into graph constants
+    (`frozen_network`), so the SavedModel holds traced graphs but no Keras objects and
+    no network variables.
+    """
+
+    def __init__(self, model, *, class_names, image_size, preset, top_k,
+                 max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_IMAGE_PIXELS):
+        super().__init__(name="resnet_serving")
+        network = frozen_network(model, image_size)
+        self.class_names = tf.Variable(class_names, trainable=False, name="class_names")
+        self.image_size = tf.Variable(image_size, trainable=False, name="image_size")
+        self.preset = tf.Variable(preset, trainable=False, name="preset")
+        logits = has_linear_head(model)
+        names = tf.constant(class_names)
+
+        def outputs(images):
+            (scores,) = network(images)  # a frozen function returns a list of outputs
+            scores = tf.cast(scores, tf.float32)
+            scores = tf.nn.softmax(scores) if logits else scores
+            top_scores, top_classes = tf.math.top_k(scores, k=top_k)
+            return {
+                "probabilities": scores,
+                "classes": top_classes,
+                "scores": top_scores,
+                "class_names": tf.gather(names, top_classes),
+            }
+
+        def prepare(contents):
+            image = checked_decode(contents, max_image_bytes, max_image_pixels)
+            return preprocess_for_eval(image, image_size, preset)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
+        def serve_bytes(image_bytes):
+            images = tf.map_fn(
+                prepare, image_bytes,
+                fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32),
+            )
+            return outputs(images)
+
+        @tf.function(input_signature=[
+            tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name=PIXELS_INPUT)])
+        def serve_pixels(images):
+            return outputs(normalize(images))
+
+        self.serve_bytes = serve_bytes
+        self.serve_pixels = serve_pixels
+
+    def signatures(self):
+        return {
+            SERVING_SIGNATURE: self.serve_bytes.get_concrete_function(),
+            PIXELS_SIGNATURE: self.serve_pixels.get_concrete_function(),
+        }
+
+
+def frozen_network(model, image_size):
+    """`model(images, training=False)` on float32 `[N, S, S, 3]`, weights as graph constants.
+
+    Constant kernels let TensorFlow's oneDNN convolutions reorder each kernel into
+    their blocked layout once and cache it (a variable's value is re-read, and
+    reordered, on every call), and let grappler fold the float32->bfloat16 casts of a
+    bfloat16 export away.
+    """
+    spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32)
+    traced = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
+    return convert_variables_to_constants_v2(traced)
+
+
+def checked_decode(contents, max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_IMAGE_PIXELS):
+    """`decode_image` behind checks that fail the request with InvalidArgument.
+
+    Empty input, more than `max_image_bytes` bytes, a format other than JPEG, PNG,
+    GIF, BMP or WebP, and more than `max_image_pixels` pixels according to the header
+    (read before decoding, and checked again after it) each raise an error whose
+    message names the problem.
+    """
+    size = tf.strings.length(contents)
+    checks = [
+        tf.debugging.assert_positive(size, message="image_bytes is empty; expected an encoded image"),
+        tf.debugging.assert_less_equal(
+            size, max_image_bytes,
+            message=f"image_bytes is larger than the limit of {max_image_bytes} bytes"),
+    ]
+    with tf.control_dependencies(checks):
+        height, width = header_shape(contents)
+    known = tf.greater_equal(height, 0)
+    checks = [
+        tf.debugging.Assert(known, [f"image_bytes is not a {FORMATS} image (unrecognised header)"]),
+        tf.debugging.Assert(
+            tf.less_equal(height * width, max_image_pixels),
+            [f"image is larger than the limit of {max_image_pixels} pixels: height x width =",
+             height, width]),
+    ]
+    with tf.control_dependencies(checks):
+        image = decode_image(contents)
+    # Again after decoding, before the float32 resize: a GIF frame can exceed its header.
+    shape = tf.shape(image, out_type=tf.int64)
+    with tf.control_dependencies([tf.debugging.Assert(
+            tf.less_equal(shape[0] * shape[1], max_image_pixels),
+            [f"image is larger than the limit of {max_image_pixels} pixels: height x width =",
+             shape[0], shape[1]])]):
+        return tf.identity(image)
+
+
+def header_shape(contents):
+    """(height, width) as int64 scalars read from an image's header; (-1, -1) for other formats.
+
+    JPEG via `tf.io.extract_jpeg_shape` (which walks to the SOF marker); PNG, GIF, BMP
+    and WebP (lossy, lossless and extended) from fixed header offsets. For a GIF this is
+    the logical screen, which a frame may exceed.
+    """
+    head = tf.strings.substr(contents, 0, _HEADER_BYTES)
+    head = tf.strings.substr(tf.strings.join([head, "\0" * _HEADER_BYTES]), 0, _HEADER_BYTES)
+    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
+
+    def starts(offset, magic):
+        return tf.reduce_all(tf.equal(b[offset:offset + len(magic)], list(magic)))
+
+    def le(offset, n):  # little-endian unsigned integer
+        return sum(b[offset + i] * (1 << (8 * i)) for i in range(n))
+
+    def be(offset, n):
+        return sum(b[offset + i] * (1 << (8 * (n - 1 - i))) for i in range(n))
+
+    is_jpeg = starts(0, b"\xff\xd8\xff")
+    is_webp = tf.logical_and(starts(0, b"RIFF"), starts(8, b"WEBP"))
+    bmp_height = le(22, 4)
+    bmp_height = tf.where(bmp_height >= 2**31, 2**32 - bmp_height, bmp_height)  # top-down BMPs
+    vp8l = le(21, 4)
+    cases = [
+        (starts(0, b"\x89PNG\r\n\x1a\n"), (be(20, 4), be(16, 4))),
+        (starts(0, b"GIF8"), (le(8, 2), le(6, 2))),
+        (starts(0, b"BM"), (bmp_height, le(18, 4))),
+        (tf.logical_and(is_webp, starts(12, b"VP8 ")),
+         (tf.bitwise.bitwise_and(le(28, 2), 0x3FFF), tf.bitwise.bitwise_and(le(26, 2), 0x3FFF))),
+        (tf.logical_and(is_webp, starts(12, b"VP8L")),
+         (tf.bitwise.bitwise_and(tf.bitwise.right_shift(vp8l, 14), 0x3FFF) + 1,
+          tf.bitwise.bitwise_and(vp8l, 0x3FFF) + 1)),
+        (tf.logical_and(is_webp, starts(12, b"VP8X")), (le(27, 3) + 1, le(24, 3) + 1)),
+    ]
+    height = width = tf.constant(-1, tf.int64)
+    for match, (h, w) in cases:  # at most one matches
+        height, width = tf.where(match, h, height), tf.where(match, w, width)
+
+    def jpeg_shape():
+        shape = tf.io.extract_jpeg_shape(contents, output_type=tf.int64)
+        return shape[0], shape[1]
+
+    return tf.cond(is_jpeg, jpeg_shape, lambda: (height, width))
+

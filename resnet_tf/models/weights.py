@@ -1,0 +1,392 @@
+"""Weight files for `build_resnet`: keras.applications' HDF5 files and this library's own.
+
+keras.applications' files (Keras 2's HDF5 layout, also what `weights="imagenet"`
+fetches) load by layer name, which is why variant "v1" keeps keras.applications'
+names. Every file is checked against the whole model before one weight is assigned,
+so a load that fails leaves the model as it was.
+"""
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import warnings
+import zipfile
+
+import keras
+import numpy as np
+
+from resnet_tf.errors import WeightsDownloadError
+from resnet_tf.files import socket_timeout
+
+# keras.applications' published ResNet files (keras/src/applications/resnet.py,
+# BASE_WEIGHTS_PATH and WEIGHTS_HASHES): md5 of the include_top and the notop file.
+IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+IMAGENET_HASHES = {
+    50: ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
+    101: ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
+    152: ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
+}
+
+_EXPECTED = "expected None, 'imagenet' or a path to a .h5/.weights.h5/.keras file"
+_SAME_ARCHITECTURE = {
+    "legacy": "a file saved from the same architecture "
+    "(keras.applications files need variant='v1')",
+    "keras3": "a file saved from a model built with the same build_resnet arguments",
+}
+_SAME_ARCHITECTURE["keras"] = _SAME_ARCHITECTURE["keras3"]
+_WEIGHT_NAMES = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_variance")
+_CLASSIFIER = "predictions"
+
+
+def load_weights(model, weights, *, depth, variant, include_top=True, classes=1000):
+    """Load `weights` into a model built by `build_resnet`, all or nothing.
+
+    Args:
+        model: `keras.Model` built by `build_resnet` with the other arguments.
+        weights: None (nothing to load), "imagenet" (keras.applications' published
+            ResNet50/101/152 file: variant "v1" only, from the Keras cache or
+            downloaded), or a path to a keras.applications / Keras 2 HDF5 file
+            (loaded by layer name), a Keras 3 `.weights.h5` file or a `.keras` file.
+            The format is read from the file's content, not its suffix.
+        depth: int. The model's depth, for "imagenet" and error messages.
+        variant: str. The model's variant, for "imagenet" and error messages.
+        include_top: bool. Whether the model has the "predictions" classifier; a
+            file with one loads into a model without it.
+        classes: int. The model's number of classes.
+
+    Returns:
+        `model`.
+
+    Raises:
+        ValueError: the file is missing, unreadable or does not match the model;
+            nothing was loaded.
+        WeightsDownloadError: "imagenet" is neither cached nor downloadable.
+    """
+    if weights is None:
+        return model
+    loader = _Loader(model, weights, variant, classes)
+    if isinstance(weights, str) and weights == "imagenet":
+        if include_top and classes != 1000:
+            raise ValueError(
+                "weights='imagenet' with include_top=True loads a 1000-class classifier. "
+                f"Received: classes={classes}; expected classes=1000, or include_top=False "
+                "to load only the backbone."
+            )
+        path = imagenet_file(depth, variant, include_top)
+    else:
+        path = _existing_path(weights)
+    loader.load(path)
+    return model
+
+
+def imagenet_file(depth, variant="v1", include_top=True):
+    """Path of keras.applications' ImageNet file for `depth`, downloading it if needed.
+
+    Files are cached in `$KERAS_HOME/models` (default `~/.keras/models`), where
+    keras.applications keeps them too.
+    """
+    if variant != "v1" or depth not in IMAGENET_HASHES:
+        raise ValueError(
+            "ImageNet weights are published for variant='v1' with depth 50, 101 or 152 "
+            "(keras.applications' ResNet50/101/152). "
+            f"Received: weights='imagenet', depth={depth}, variant={variant!r}; expected "
+            "one of those combinations, or a path to a weights file."
+        )
+    suffix = "" if include_top else "_notop"
+    file_name = f"resnet{depth}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
+    url = IMAGENET_URL + file_name
+    cache_dir = _keras_home()
+    try:
+        with socket_timeout():
+            return keras.utils.get_file(
+                file_name,
+                url,
+                cache_subdir="models",
+                file_hash=IMAGENET_HASHES[depth][0 if include_top else 1],
+                cache_dir=cache_dir,
+            )
+    except Exception as error:  # noqa: BLE001 - any failure gets the same advice
+        # Keras words it "URL fetch failure on <url>: None -- <reason>"; the URL comes below.
+        reason = re.sub(r"^URL fetch failure on \S+ (None -- )?", "", _first_line(error))
+        raise WeightsDownloadError(
+            f"The ImageNet weights {file_name} are not in the Keras cache "
+            f"({os.path.join(cache_dir, 'models')}) and could not be downloaded "
+            f"({reason}); on a machine with internet download {url} and pass "
+            f"weights='/path/to/{file_name}'."
+        ) from None
+
+
+def _keras_home():
+    # Keras reads KERAS_HOME once, when it is imported; reading it here as well lets
+    # a notebook or a test point the cache elsewhere afterwards.
+    home = os.environ.get("KERAS_HOME")
+    if home:
+        return os.path.expanduser(home)
+    base = os.path.expanduser("~")
+    if not os.access(base, os.W_OK):
+        base = tempfile.gettempdir()  # Keras' own fallback
+    return os.path.join(base, ".keras")
+
+
+def _existing_path(weights):
+    try:
+        path = os.fspath(weights)
+    except TypeError:
+        raise ValueError(f"Unknown weights. Received: weights={weights!r}; {_EXPECTED}.") from None
+    if not os.path.isfile(path):
+        raise ValueError(f"weights file not found. Received: weights='{path}'; {_EXPECTED}.")
+    return path
+
+
+def _first_line(error):
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _short_name(name):
+    """'conv1_bn/moving_mean:0' -> 'moving_mean': what the weight is, not where."""
+    base = name.split("/")[-1].split(":")[0]
+    if base in _WEIGHT_NAMES:
+        return base
+    return next((known for known in _WEIGHT_NAMES if base.endswith(known)), base)
+
+
+def _file_format(path):
+    """'keras' (.keras archive), 'legacy' (Keras 2 HDF5), 'keras3' (.weights.h5) or None."""
+    if zipfile.is_zipfile(path):
+        return "keras"
+    import h5py
+
+    if not h5py.is_hdf5(path):
+        return None
+    with h5py.File(path, "r") as f:
+        if _legacy_root(f) is not None:
+            return "legacy"
+        if "layers" in f or "vars" in f:
+            return "keras3"
+    return None
+
+
+def _legacy_root(f):
+    """The group holding `layer_names`: the root, or `model_weights` in a full model."""
+    for group in (f, f.get("model_weights")):
+        if group is not None and _has_list_attr(group, "layer_names"):
+            return group
+    return None
+
+
+def _has_list_attr(group, name):
+    return name in group.attrs or f"{name}0" in group.attrs
+
+
+def _list_attr(group, name):
+    # Keras 2 splits attributes over 64 KB into name0, name1, ... (deep models).
+    if name in group.attrs:
+        values = list(group.attrs[name])
+    else:
+        values, i = [], 0
+        while f"{name}{i}" in group.attrs:
+            values.extend(group.attrs[f"{name}{i}"])
+            i += 1
+    return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in values]
+
+
+def _read_legacy(path):
+    """{layer name: {weight name: array}} of a Keras 2 HDF5 file, layers with weights only."""
+    import h5py
+
+    layers = {}
+    with h5py.File(path, "r") as f:
+        root = _legacy_root(f)
+        for layer_name in _list_attr(root, "layer_names"):
+            group = root[layer_name]
+            names = _list_attr(group, "weight_names")
+            if names:
+                layers[layer_name] = {_short_name(n): np.asarray(group[n]) for n in names}
+    return layers
+
+
+@contextlib.contextmanager
+def _with_suffix(path, suffix):
+    """`path`, or a link to it ending in `suffix`: Keras picks its reader by suffix."""
+    if path.endswith(suffix):
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        link = os.path.join(tmp, "weights" + suffix)
+        try:
+            os.symlink(os.path.abspath(path), link)
+        except OSError:
+            shutil.copyfile(path, link)
+        yield link
+
+
+def _read_keras_archive(path):
+    """{layer name: {weight name: array}} of the model saved in a `.keras` file."""
+    with _with_suffix(path, ".keras") as readable:
+        saved = keras.saving.load_model(readable, compile=False)
+    return {
+        layer.name: {_short_name(w.name): keras.ops.convert_to_numpy(w) for w in layer.weights}
+        for layer in saved.layers
+        if layer.weights
+    }
+
+
+class _Loader:
+    """Checks a file against one model and assigns it; all errors name the arguments."""
+
+    def __init__(self, model, weights, variant, classes):
+        self.model = model
+        self.weights = weights
+        self.variant = variant
+        self.classes = classes
+        self.file_format = "legacy"
+
+    def load(self, path):
+        file_format = self.file_format = _file_format(path)
+        if file_format == "keras3":
+            self._load_keras_weights(path)
+            return
+        if file_format == "legacy":
+            stored = _read_legacy(path)
+        elif file_format == "keras":
+            stored = _read_keras_archive(path)
+        else:
+            raise ValueError(
+                f"weights file '{path}' is neither a keras.applications HDF5 file nor "
+                f"a Keras .weights.h5 or .keras file. Received: weights='{self.weights}'; "
+                f"{_EXPECTED}."
+            )
+        for variable, value in self._plan(stored):
+            variable.assign(value)
+
+    def _plan(self, stored):
+        """(variable, value) for every model weight, or the first mismatch raised."""
+        layers = {layer.name: layer for layer in self.model.layers if layer.weights}
+        problems, plan = [], []  # problems: (layer name, what is wrong)
+        for name, layer in layers.items():
+            if name not in stored:
+                hint = " (a notop file: use include_top=False)" if name == _CLASSIFIER else ""
+                problems.append((name, f"layer '{name}' is not in the file{hint}"))
+                continue
+            in_file = stored[name]
+            in_model = {_short_name(w.name): w for w in layer.weights}
+            problems += [
+                (name, f"layer '{name}' has no '{w}' in the model")
+                for w in in_file
+                if w not in in_model
+            ]
+            for weight_name, variable in in_model.items():
+                if weight_name not in in_file:
+                    problems.append((name, f"layer '{name}' has no '{weight_name}' in the file"))
+                elif tuple(in_file[weight_name].shape) != tuple(variable.shape):
+                    problems.append((name, (
+                        f"layer '{name}' {weight_name} has shape "
+                        f"{tuple(in_file[weight_name].shape)} in the file and "
+                        f"{tuple(variable.shape)} in the model"
+                    )))
+                else:
+                    plan.append((variable, in_file[weight_name]))
+        # A file with the classifier loads into a model without one; nothing else is extra.
+        extra = [n for n in stored if n not in layers and n != _CLASSIFIER]
+        if extra:
+            problems.append((extra[0], (
+                f"the file has {len(extra)} layer(s) with weights that the model lacks, "
+                f"first '{extra[0]}'"
+            )))
+        file_classes = self._other_classes(layers, stored)
+        if file_classes and all(name == _CLASSIFIER for name, _ in problems):
+            raise self._classes_error(file_classes)  # say which argument to change
+        if problems:
+            more = f" (and {len(problems) - 1} more mismatches)" if len(problems) > 1 else ""
+            raise self._mismatch(problems[0][1] + more)
+        return plan
+
+    @staticmethod
+    def _other_classes(layers, stored):
+        """The file's number of classes where only that differs from the model's, else None."""
+        model_kernel = getattr(layers.get(_CLASSIFIER), "kernel", None)
+        file_kernel = stored.get(_CLASSIFIER, {}).get("kernel")
+        if model_kernel is None or file_kernel is None or file_kernel.ndim != 2:
+            return None
+        if file_kernel.shape[0] != model_kernel.shape[0]:
+            return None
+        return file_kernel.shape[1] if file_kernel.shape[1] != model_kernel.shape[1] else None
+
+    def _load_keras_weights(self, path):
+        # Keras 3 matches a .weights.h5 file by layer position, assigns as it goes and
+        # reports shape mismatches only at the end: keep the old values to restore.
+        variables = self.model.variables
+        before = [keras.ops.convert_to_numpy(v) for v in variables]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                with _with_suffix(path, ".weights.h5") as readable:
+                    self.model.load_weights(readable)
+            except Exception as error:
+                for variable, value in zip(variables, before):
+                    variable.assign(value)
+                if isinstance(error, ValueError):
+                    raise self._keras_error(error) from None
+                raise
+        for w in caught:  # nothing went wrong: pass Keras' warnings on
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+    def _keras_error(self, error):
+        """Our mismatch error from Keras' "A total of N objects could not be loaded"."""
+        text = str(error)
+        layer = re.search(r"object <\w+ name=([^,>]+)", text)
+        total = re.search(r"A total of (\d+) objects", text)
+        shapes = re.search(
+            r"variable\.shape=(\([^)]*\)), Received: value\.shape=(\([^)]*\))", text
+        )
+        counts = re.search(r"expected (\d+) variables, but received (\d+) variables", text)
+        if not layer or not (shapes or counts):
+            return self._mismatch(_first_line(error))
+        name = layer.group(1)
+        if shapes:
+            model_shape, file_shape = shapes.groups()
+            only_one = not total or int(total.group(1)) == 1
+            if name == _CLASSIFIER and model_shape.count(",") == 1 and only_one:
+                file_classes = int(file_shape.strip("()").split(",")[-1])
+                return self._classes_error(file_classes)
+            detail = (
+                f"layer '{name}' has a weight of shape {file_shape} in the file and "
+                f"{model_shape} in the model"
+            )
+        else:
+            model_count, file_count = counts.groups()
+            detail = (
+                f"layer '{name}' has {file_count} weights in the file and {model_count} "
+                "in the model"
+            )
+            if name == _CLASSIFIER and file_count == "0":
+                detail += " (a file without classifier: use include_top=False)"
+        if total and int(total.group(1)) > 1:
+            detail += f" (and {int(total.group(1)) - 1} more layers do not match)"
+        return self._mismatch(detail)
+
+    def _describe(self):
+        return f"{self.model.name} (variant={self.variant!r})"
+
+    def _file_label(self):
+        if isinstance(self.weights, str) and self.weights == "imagenet":
+            return "'imagenet'"
+        return f"'{os.path.basename(os.fspath(self.weights))}'"
+
+    def _mismatch(self, detail):
+        return ValueError(
+            f"weights file {self._file_label()} does not match {self._describe()}: {detail}. "
+            f"Received: weights='{self.weights}'; "
+            f"expected {_SAME_ARCHITECTURE[self.file_format]}."
+        )
+
+    def _classes_error(self, file_classes):
+        return ValueError(
+            f"weights file {self._file_label()} has a {file_classes}-class classifier but "
+            f"{self._describe()} was built with classes={self.classes}. "
+            f"Received: classes={self.classes}, weights='{self.weights}'; expected "
+            f"classes={file_classes}, or include_top=False to load only the backbone."
+        )

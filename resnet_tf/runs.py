@@ -1,0 +1,213 @@
+"""The run folder contract: the files one training run writes, and the one reader of them.
+
+    config.json   the resolved configuration (and whether the run is complete)
+    classes.txt   class names, one per line, in label order
+    history.csv   one row per finished epoch; curves.png plots it
+    best.keras    the model with the best validation accuracy so far; last.keras the latest
+    metrics.json  `resnet_tf.metrics.evaluate_model` on the validation data at the end
+    logs/         TensorBoard; backup/ the BackupAndRestore state; export/ the SavedModel
+
+Every file is replaced atomically, so a run killed at any moment leaves each file
+either as it was or complete.
+"""
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+
+from resnet_tf.errors import ConfigError
+from resnet_tf.files import atomic_write, remove_debris, write_text
+
+LOCK_FILE = ".lock"
+_HELD_LOCKS = {}  # run path -> file descriptor holding its flock, for this process
+
+# Written by `train`; `--overwrite` removes exactly these and nothing else.
+ARTIFACTS = ("config.json", "classes.txt", "history.csv", "curves.png", "metrics.json",
+             "best.keras", "last.keras", "logs", "backup", "export")
+
+
+def default_class_names(classes):
+    """The names of `classes` unnamed classes: "class_0", "class_1", ..."""
+    return [f"class_{i}" for i in range(classes)]
+
+
+def read_class_names(path):
+    """Class names, one per line, or None when the file does not exist."""
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f if line.strip()]
+
+
+class RunDirectory:
+    """The files of one run under `path`."""
+
+    def __init__(self, path):
+        self.path = os.path.abspath(path)
+
+    def file(self, name):
+        return os.path.join(self.path, name)
+
+    def read_config(self):
+        try:
+            with open(self.file("config.json")) as f:
+                return json.load(f)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"cannot read {self.file('config.json')} ({error}); "
+                              "pass --overwrite to start the run again.") from None
+
+    def check(self, resolved, old):
+        """Refuses a directory that holds something else; True if the run is complete.
+
+        `old` is `read_config()`; `resolved` the new configuration (needed if `old` is).
+        """
+        if old is None:
+            if self._entries():
+                raise ConfigError(f"--out {self.path} is not empty and holds no run "
+                                  "(no config.json); choose another --out or pass --overwrite.")
+            return False
+        # Keys a newer version added are not differences: the old run did not have them.
+        differing = [k for k in sorted(resolved)
+                     if k in old["config"] and resolved[k] != old["config"][k]]
+        if differing:
+            changes = ", ".join(f"{k}: {old['config'].get(k)!r} -> {resolved.get(k)!r}"
+                                for k in differing)
+            raise ConfigError(f"--out {self.path} holds a run with a different configuration "
+                              f"({changes}); pass --overwrite to replace it, or choose "
+                              "another --out.")
+        return old.get("status") == "complete"
+
+    def check_writable(self):
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            with tempfile.TemporaryFile(dir=self.path):
+                pass
+        except OSError as error:
+            raise ConfigError(f"cannot write to --out {self.path} "
+                              f"({error.strerror or error}).") from None
+
+    def clear(self):
+        for name in ARTIFACTS:
+            path = self.file(name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            elif os.path.lexists(path):
+                os.remove(path)
+
+    def _entries(self):
+        try:
+            return [n for n in os.listdir(self.path) if n != LOCK_FILE]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def lock(self):
+        """Makes this process the only one writing the run; raises `ConfigError` otherwise.
+
+        An exclusive `flock` on `<run>/.lock`, which the kernel drops when the process
+        ends however it ends (kill -9 included), so a dead run never blocks the next.
+        Held until the process exits; asking again in the same process is a no-op.
+        """
+        if self.path in _HELD_LOCKS:
+            return
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks; run without one
+            return
+        os.makedirs(self.path, exist_ok=True)
+        fd = os.open(self.file(LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(
+                f"--out {self.path} is in use by process {holder}, which is writing this run; "
+                "wait for it to finish (or stop it) and rerun, or choose another --out.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _HELD_LOCKS[self.path] = fd
+
+    def remove_debris(self):
+        """Deletes what a killed run leaves behind: half-written temporaries of its files."""
+        for folder in (self.path, self.file("backup")):
+            remove_debris(folder)
+
+    def backup_state(self):
+        """"ok", "missing" or the reason the BackupAndRestore state cannot be read."""
+        import json as _json
+
+        meta, weights = self.file("backup/training_metadata.json"), self.file("backup/latest.weights.h5")
+        if not os.path.exists(meta) and not os.path.exists(weights):
+            return "missing"
+        try:
+            with open(meta) as f:
+                epoch = _json.load(f)["epoch"]
+            if not isinstance(epoch, int):
+                raise ValueError(f"epoch={epoch!r}")
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            return f"backup/training_metadata.json is damaged ({type(error).__name__}: {error})"
+        try:
+            import h5py
+
+            with h5py.File(weights, "r"):
+                pass
+        except Exception as error:  # noqa: BLE001 - any failure means the same to the user
+            return f"backup/latest.weights.h5 is damaged ({type(error).__name__})"
+        return "ok"
+
+    def read_history(self):
+        try:
+            with open(self.file("history.csv"), newline="") as f:
+                return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, TypeError, AttributeError) as error:
+            raise ConfigError(f"cannot read {self.file('history.csv')} ({type(error).__name__}: "
+                              f"{error}); expected the CSV train.py writes. Pass --overwrite to "
+                              "start the run again.") from None
+
+    def write_history(self, rows):
+        columns = list(rows[0])
+        lines = [",".join(columns)]
+        lines += [",".join(_format(row.get(c)) for c in columns) for row in rows]
+        write_text(self.file("history.csv"), "\n".join(lines) + "\n")
+
+    def write_curves(self, rows):
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(10, 4))
+        FigureCanvasAgg(figure)
+        epochs = [int(r["epoch"]) for r in rows]
+        for ax, metric in zip(figure.subplots(1, 2), ("loss", "accuracy")):
+            for prefix, label in (("", "train"), ("val_", "validation")):
+                if prefix + metric in rows[0]:
+                    ax.plot(epochs, [r[prefix + metric] for r in rows], marker=".", label=label)
+            ax.set_xlabel("epoch")
+            ax.set_title(metric)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        figure.tight_layout()
+        atomic_write(self.file("curves.png"), lambda tmp: figure.savefig(tmp, format="png",
+                                                                          dpi=100))
+
+
+def settings_beside(model_path):
+    """The resolved training config of the run a model file belongs to, or {}.
+
+    `model_path` is a `.keras` file or a run folder; the config is the "config" of the
+    config.json in the same folder.
+    """
+    folder = model_path if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path))
+    config = RunDirectory(folder).read_config()
+    return (config or {}).get("config", {})
+
+
+def _format(value):
+    if value is None:
+        return ""
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:.7g}"

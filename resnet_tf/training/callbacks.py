@@ -1,0 +1,106 @@
+"""The callbacks that write a run folder (see `resnet_tf.runs`) during `model.fit`.
+
+Every file is replaced atomically, so a run killed at any moment leaves each file
+either as it was or complete.
+"""
+
+import json
+import math
+import os
+
+import keras
+
+from resnet_tf.errors import TrainingDivergedError
+from resnet_tf.files import atomic_write, write_text
+
+
+class RunRecorder(keras.callbacks.Callback):
+    """Per epoch: history.csv, curves.png, last.keras and best.keras, each atomically.
+
+    Comes before the backup callback, so an epoch is recorded before it counts as done:
+    a kill in between reruns that epoch, and its row is replaced rather than repeated.
+    """
+
+    def __init__(self, run, monitor):
+        super().__init__()
+        self.run = run
+        self.monitor = monitor
+        self.rows = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.rows is None:  # the first epoch of this process, after any restore
+            self.rows = [r for r in self.run.read_history() if r["epoch"] <= epoch]
+
+    def on_epoch_end(self, epoch, logs=None):
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row = {"epoch": epoch + 1, "lr": lr, **{k: float(v) for k, v in logs.items()}}
+        best = max((r.get(self.monitor, -math.inf) for r in self.rows), default=-math.inf)
+        self.rows.append(row)
+        self.run.write_history(self.rows)
+        self.run.write_curves(self.rows)
+        atomic_write(self.run.file("last.keras"), self.model.save)
+        if row.get(self.monitor, -math.inf) > best:
+            atomic_write(self.run.file("best.keras"), self.model.save)
+
+
+class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore whose weights and epoch files are replaced atomically."""
+
+    def _save_model(self):
+        os.makedirs(self.backup_dir, exist_ok=True)
+        atomic_write(self._weights_path, self.model.save_weights)
+        write_text(self._training_metadata_path,
+                   json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+
+
+class EpochScalars(keras.callbacks.Callback):
+    """TensorBoard scalars per epoch, laid out as keras.callbacks.TensorBoard does it.
+
+    Written with TensorFlow's own summary ops, so it needs no `tensorboard` package
+    (which TensorFlow 2.21 no longer installs, and keras.callbacks.TensorBoard requires).
+    """
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self.writers = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+        from tensorflow.core.framework import summary_pb2
+
+        metadata = summary_pb2.SummaryMetadata(
+            plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+        logs = dict(logs or {})
+        logs["learning_rate"] = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        for key, value in logs.items():
+            split, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            if split not in self.writers:
+                self.writers[split] = tf.summary.create_file_writer(
+                    os.path.join(self.log_dir, split))
+            with self.writers[split].as_default():
+                tf.summary.write(f"epoch_{name}", tf.constant(float(value)), step=epoch,
+                                 metadata=metadata)
+        for writer in self.writers.values():
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self.writers.values():
+            writer.close()
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops training with `TrainingDivergedError` when an epoch ends with a non-finite loss.
+
+    Placed before the callbacks that save, so the diverged epoch is neither recorded
+    nor backed up: the run folder keeps the last finite epoch, ready to resume.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise TrainingDivergedError(
+                f"Training diverged: the loss of epoch {epoch + 1} is {float(loss)}; nothing of "
+                "that epoch was saved and no model was exported. Received: a non-finite loss; "
+                "expected a finite one. Lower --lr (or add --warmup-epochs) and pass --overwrite, "
+                "or rerun as it is to retry from the last finished epoch.")

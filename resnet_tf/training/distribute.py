@@ -1,0 +1,143 @@
+"""Where training runs: the mixed-precision policy and the tf.distribute strategy.
+
+TensorFlow-only, like the rest of the trainer; the model code never imports it.
+"""
+
+import os
+
+import keras
+
+from resnet_tf.errors import ConfigError
+
+
+def resolve_precision(precision="auto"):
+    """Returns `(policy name, reason)`.
+
+    "auto": mixed_float16 on GPUs of compute capability 7.0 or newer (tensor cores),
+    mixed_bfloat16 on CPUs with AMX or AVX512-BF16, float32 otherwise.
+    """
+    if precision != "auto":
+        return precision, "requested"
+    import tensorflow as tf
+
+    gpus = visible_gpus()
+    if gpus:
+        capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability")
+                        for g in gpus]
+        if all(c and tuple(c) >= (7, 0) for c in capabilities):
+            return "mixed_float16", f"auto: GPU compute capability {capabilities[0]}"
+        return "float32", f"auto: GPU compute capability {capabilities[0]} is below 7.0"
+    flags = _cpu_flags() & {"amx_bf16", "avx512_bf16"}
+    if flags:
+        return "mixed_bfloat16", f"auto: CPU with {' and '.join(sorted(flags))}"
+    return "float32", "auto: no fast float16/bfloat16 on this CPU"
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def make_strategy(devices=None):
+    """The `tf.distribute` strategy for this process; call before TensorFlow runs any op.
+
+    `TF_CONFIG` set: MultiWorkerMirroredStrategy. Otherwise MirroredStrategy over two or
+    more visible GPUs, else the default strategy. `devices` selects the first N GPUs; on
+    a host without GPUs, N > 1 splits the CPU into N logical devices and mirrors over
+    them (slower than one device: it exists to exercise distributed code on any host).
+    """
+    import tensorflow as tf
+
+    gpus = visible_gpus()
+    multi_worker = bool(os.environ.get("TF_CONFIG"))
+    if devices is not None and gpus:
+        if devices > len(gpus):
+            raise ConfigError(f"--devices {devices} asks for more GPUs than the {len(gpus)} "
+                              "visible.")
+        gpus = gpus[:devices]
+        tf.config.set_visible_devices(gpus, "GPU")
+    elif devices is not None and devices > 1:
+        if multi_worker:
+            raise ConfigError("--devices > 1 without GPUs cannot be combined with TF_CONFIG; "
+                              "run one process per worker instead.")
+        cores = os.cpu_count() or 1
+        if devices > cores:
+            raise ConfigError(f"--devices asks for more CPU devices than cores. Received: "
+                              f"--devices {devices}; expected at most {cores} on this machine "
+                              "without GPUs.")
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)])
+        return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(devices)])
+    if multi_worker:
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if len(gpus) >= 2:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def strategy_name(strategy):
+    """The public name of the strategy's class ("default" for no strategy)."""
+    import tensorflow as tf
+
+    for name in ("MultiWorkerMirroredStrategy", "MirroredStrategy", "OneDeviceStrategy"):
+        if isinstance(strategy, getattr(tf.distribute, name)):
+            return name  # the class itself may be named otherwise (CollectiveAllReduceStrategy)
+    name = type(strategy).__name__
+    return "default" if name.startswith("_Default") else name
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's files (always, unless multi-worker)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def work_around_keras_multi_worker(model, strategy, dataset):
+    """Two Keras 3 fit bugs under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+
+    1. fit builds metrics and the optimizer from a first batch that it reduces across
+       replicas, which fails ("Attempt to convert a value (PerReplica...)"). Building
+       from the dataset's element spec needs no data, and fit then has nothing to build.
+    2. Each step's metric results, scalars, are reduced with `axis=0` ("Invalid
+       reduction dimension 0 for input with 0 dimensions"); they are averaged over the
+       workers here instead.
+    Both touch Keras internals, so they apply to multi-worker runs only.
+    """
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    with strategy.scope():
+        model._symbolic_build(data_batch=dataset.element_spec)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "_resnet_tf_patch", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(
+                strategy):
+            return keras.tree.map_structure(
+                lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._resnet_tf_patch = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def visible_gpus():
+    """The GPUs TensorFlow sees (an empty list on CPU-only hosts)."""
+    import tensorflow as tf
+
+    return tf.config.list_physical_devices("GPU")

@@ -1,0 +1,29 @@
+"""Optimizers with weight decay on kernels only."""
+
+import keras
+
+
+def decayed_variables(model):
+    """The variables that get weight decay: kernels, not BatchNorm parameters or biases."""
+    return [v for v in model.trainable_variables if len(v.shape) > 1]
+
+
+def build_optimizer(name, learning_rate, weight_decay, model, momentum=0.9):
+    """SGD with Nesterov momentum, or AdamW; decoupled decay on kernels only.
+
+    Keras decays decoupled (`w -= lr * weight_decay * w`, outside the momentum). Coupled
+    L2 of the same coefficient, as the papers and torchvision apply it, is amplified by
+    SGD's momentum to an effective `1 / (1 - momentum)` times that; SGD therefore gets
+    `weight_decay / (1 - momentum)` so that `wd=5e-4` means what recipes mean by it.
+    """
+    if name == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=True,
+                                         weight_decay=weight_decay / (1.0 - momentum) or None)
+    else:
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+    decayed = {id(v) for v in decayed_variables(model)}
+    optimizer.exclude_from_weight_decay(
+        var_list=[v for v in model.trainable_variables if id(v) not in decayed])
+    return optimizer
+
+

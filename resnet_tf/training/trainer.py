@@ -1,0 +1,300 @@
+"""Training a ResNet with `model.fit`: `train(TrainConfig(...), RunOptions(...))`.
+
+Its pieces stand on their own: `recipes.resolve_config`, `schedules.WarmupSchedule`,
+`optimizers.build_optimizer`, `distribute.resolve_precision` and `make_strategy`.
+
+Everything a run writes goes to one run folder (`resnet_tf.runs`);
+rerunning the same command resumes it from the last finished epoch, and a finished run
+is left as it is.
+"""
+
+import json
+import math
+import os
+import shutil
+import sys
+
+import keras
+
+from resnet_tf.data import load_data
+from resnet_tf.errors import ConfigError
+from resnet_tf.files import write_json, write_text
+from resnet_tf.metrics import evaluate_model
+from resnet_tf.models.resnet import build_resnet, default_variant
+from resnet_tf.runs import RunDirectory, read_class_names
+from resnet_tf.schedules import WarmupSchedule
+from resnet_tf.training.callbacks import (
+    AtomicBackupAndRestore,
+    EpochScalars,
+    RunRecorder,
+    StopOnNonFiniteLoss,
+)
+from resnet_tf.training.distribute import (
+    is_chief,
+    make_strategy,
+    resolve_precision,
+    strategy_name,
+    visible_gpus,
+    work_around_keras_multi_worker,
+)
+from resnet_tf.training.optimizers import build_optimizer
+from resnet_tf.training.recipes import (
+    DEFAULT_VAL_SPLIT,
+    RunOptions,
+    check_config,
+    default_out,
+    resolve_config,
+)
+
+# --- the command ------------------------------------------------------------------------
+
+
+def train(config, options=RunOptions()):
+    """Trains (or resumes, or finds complete) one run; returns its metrics dict.
+
+    The dict is metrics.json's content plus `run_dir`, the run folder. Exporting the
+    result is the caller's step (`resnet_tf.export.export_run`; `train.py` does it).
+
+    Raises `ConfigError`, `resnet_tf.data.DataError` or `ValueError` for what the user
+    can fix; everything else is a bug.
+    """
+    check_config(config, options)
+    # The run directory is known before loading data when named or derivable, so a
+    # complete or conflicting run is reported at once.
+    out = options.out
+    if out is None and config.depth is not None:
+        out = default_out(config.depth, config)
+    if out is not None:
+        done = _prepare_run(RunDirectory(out), config, options)
+        if done is not None:
+            return done
+        check_export_target(options, RunDirectory(out))
+
+    strategy = make_strategy(options.devices)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ConfigError(f"--batch-size {config.batch_size} is not divisible by the "
+                          f"{replicas} replicas; use a multiple of {replicas}.")
+    precision, precision_reason = resolve_precision(config.precision)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+    data = load_data(
+        config.dataset, data_dir=config.data_dir, val_dir=config.val_dir,
+        val_split=DEFAULT_VAL_SPLIT if config.val_split is None else config.val_split,
+        image_size=config.image_size, batch_size=config.batch_size, seed=config.seed,
+        deterministic=config.deterministic, augment=config.augment,
+        tfds_dir=options.tfds_dir, manual_dir=options.manual_dir)
+    resolved = resolve_config(config, data.preset, data.image_size)
+    run = RunDirectory(out or default_out(resolved["depth"], config))
+    if out is None:
+        done = _prepare_run(run, config, options, resolved)
+        if done is not None:
+            return done
+        check_export_target(options, run)
+    chief = is_chief(strategy)
+    multi_worker = strategy_name(strategy) == "MultiWorkerMirroredStrategy"
+    if chief and options.overwrite:
+        run.clear()
+    elif chief:
+        _check_resumable(run, data.class_names)
+
+    keras.mixed_precision.set_global_policy(precision)
+    peak_lr = resolved["lr"] * config.batch_size / 256  # --lr is per 256 images
+    with strategy.scope():
+        model = _compiled_model(resolved, data, peak_lr, options)
+    runtime = dict(
+        precision=precision, strategy=strategy_name(strategy), replicas=replicas,
+        per_replica_batch=config.batch_size // replicas, global_batch=config.batch_size,
+        learning_rate=peak_lr,
+        steps_per_epoch=data.train_examples // config.batch_size,
+        train_examples=data.train_examples, val_examples=data.val_examples,
+        skipped_files=data.skipped_files, classes=len(data.class_names), model=model.name,
+        parameters=model.count_params(),
+        versions={"keras": keras.__version__, "tensorflow": _tf_version()})
+    _print_config(resolved, runtime, precision_reason, run.path)
+    if data.skipped_files:
+        print(f"Warning: skipped {data.skipped_files} unreadable image file(s).", flush=True)
+
+    backup = run.file("backup")
+    if chief:
+        write_json(run.file("config.json"),
+                   {"config": resolved, "status": "running", "runtime": runtime})
+        write_text(run.file("classes.txt"), "\n".join(data.class_names) + "\n")
+    else:
+        # Other workers keep only their own backup, beside the chief's.
+        backup = os.path.join(backup, f"worker-{strategy.cluster_resolver.task_id}")
+    monitor = "val_accuracy" if data.val is not None else "accuracy"
+    # The divergence check comes first: a non-finite epoch is neither recorded nor backed up.
+    callbacks = [StopOnNonFiniteLoss(), AtomicBackupAndRestore(backup, delete_checkpoint=False)]
+    if chief:
+        callbacks = [callbacks[0], RunRecorder(run, monitor), *callbacks[1:],
+                     EpochScalars(run.file("logs"))]
+    train_ds = _one_hot(data.train, len(data.class_names))
+    val_ds = None if data.val is None else _one_hot(data.val, len(data.class_names))
+    if multi_worker:
+        work_around_keras_multi_worker(model, strategy, train_ds)
+    verbose = options.verbose if options.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    model.fit(train_ds, validation_data=val_ds, epochs=resolved["epochs"],
+              callbacks=callbacks, verbose=verbose, shuffle=False)
+    if not chief:
+        return None
+    metrics = _final_metrics(model, data, run.read_history(), monitor)
+    write_json(run.file("metrics.json"), metrics)
+    write_json(run.file("config.json"),
+               {"config": resolved, "status": "complete", "runtime": runtime})
+    shutil.rmtree(run.file("backup"), ignore_errors=True)
+    print(f"Run complete: {run.path}", flush=True)
+    return dict(metrics, run_dir=run.path)
+
+
+def _compiled_model(resolved, data, peak_lr, options):
+    """The model, compiled with the recipe's optimizer, loss and metrics."""
+    classes = len(data.class_names)
+    steps = data.train_examples // resolved["batch_size"]
+    model = build_resnet(
+        resolved["depth"], variant=resolved["variant"], stem=resolved["stem"],
+        input_shape=(data.image_size, data.image_size, 3), classes=classes)
+    schedule = WarmupSchedule(
+        peak_lr,
+        total_steps=resolved["epochs"] * steps,
+        warmup_steps=round(resolved["warmup_epochs"] * steps),
+        decay=resolved["schedule"],
+        milestones=[m * steps for m in resolved["milestones"]])
+    model.compile(
+        optimizer=build_optimizer(resolved["optimizer"], schedule, resolved["wd"], model,
+                                  resolved["momentum"]),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=resolved["label_smoothing"]),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
+                 keras.metrics.TopKCategoricalAccuracy(min(5, classes), name="top5")],
+        # XLA pays off on GPUs; on CPUs it made ResNet training slower.
+        jit_compile=bool(visible_gpus()),
+        steps_per_execution=options.steps_per_execution,
+    )
+    return model
+
+
+def _final_metrics(model, data, history, monitor):
+    if data.val is not None:
+        metrics = evaluate_model(model, data.val, data.class_names)
+        print(f"Validation: top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f} "
+              f"on {metrics['examples']} images.", flush=True)
+    else:
+        metrics = {"top1": None, "top5": None, "examples": 0,
+                   "note": "no validation data (--val-split 0 and no validation split)"}
+    if history:
+        best = max(history, key=lambda r: r.get(monitor, -math.inf))
+        metrics.update(epochs=int(history[-1]["epoch"]), best_epoch=int(best["epoch"]),
+                       **{f"best_{monitor}": best.get(monitor)})
+    return metrics
+
+
+def _prepare_run(run, config, options, resolved=None):
+    """Takes the run's lock, refuses a conflicting directory, makes sure it is writable,
+    cleans what a killed run left behind; returns the metrics if the run is complete."""
+    run.check_writable()
+    run.lock()
+    run.remove_debris()
+    old = run.read_config()
+    if not options.overwrite:
+        if old is not None and resolved is None:
+            stored = old["config"]
+            resolved = resolve_config(config, stored["preset"],
+                                      config.image_size or stored["image_size"])
+        if run.check(resolved, old):
+            print(f"Run {run.path} is already complete ({resolved['epochs']} epochs); "
+                  "nothing to do. Pass --overwrite to train it again.", flush=True)
+            try:
+                with open(run.file("metrics.json")) as f:
+                    return dict(json.load(f), run_dir=run.path)
+            except (OSError, ValueError):
+                return {"run_dir": run.path}
+    run.check_writable()
+    return None
+
+
+def _check_resumable(run, class_names):
+    """Refuses to resume a run whose finished epochs cannot be continued, before writing.
+
+    Finished epochs (history.csv) need the backup state they were saved with, and the
+    data must have the classes the run was trained on.
+    """
+    old = run.read_config()
+    if old is None:
+        return
+    history = run.read_history()
+    state = run.backup_state()
+    if history and state != "ok":
+        reason = "there is no backup state (backup/ is missing)" if state == "missing" else state
+        raise ConfigError(
+            f"--out {run.path} holds {len(history)} finished epoch(s) but {reason}, so the run "
+            "cannot resume where it stopped; pass --overwrite to start it again, or choose "
+            "another --out.")
+    stored = read_class_names(run.file("classes.txt"))
+    if stored is not None and stored != list(class_names):
+        only_run = sorted(set(stored) - set(class_names))
+        only_data = sorted(set(class_names) - set(stored))
+        raise ConfigError(
+            f"--out {run.path} was trained on other classes. Received: data with "
+            f"{len(class_names)} classes (not in the run: {only_data}); expected the run's "
+            f"{len(stored)} classes (missing from the data: {only_run}). Pass --overwrite to "
+            "start again, or choose another --out.")
+
+
+def check_export_target(options, run):
+    """Finds an unusable --export-dir before training rather than after."""
+    if not options.export:
+        return
+    target = options.export_dir
+    if target and os.path.exists(target) and not os.path.isdir(target):
+        raise ConfigError(f"--export-dir must be a folder. Received: --export-dir {target}, "
+                          "which is a file; expected a folder or a path to create one.")
+
+
+def _one_hot(dataset, classes):
+    import tensorflow as tf
+
+    return dataset.map(lambda x, y: (x, tf.one_hot(y, classes)),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _tf_version():
+    import tensorflow as tf
+
+    return tf.__version__
+
+
+def _print_config(c, r, precision_reason, path):
+    decay = "SGD" if c["optimizer"] == "sgd" else "AdamW"
+    if c["schedule"] == "cosine":
+        schedule = "cosine"
+    else:
+        schedule = f"step x0.1 at epochs {', '.join(map(str, c['milestones']))}"
+    data = c["data_dir"] or c["dataset"]
+    lines = [
+        ("model", f"{r['model']} (depth {c['depth']}, variant {c['variant'] or default_variant(c['depth'])}, "
+                  f"stem {c['stem']}), {r['parameters']:,} parameters"),
+        ("data", f"{data}: {r['train_examples']} train / {r['val_examples']} val images, "
+                 f"{r['classes']} classes, {c['image_size']} px, preset {c['preset']}"),
+        ("precision", f"{r['precision']} ({precision_reason})"),
+        ("strategy", f"{r['strategy']}, {r['replicas']} replica(s)"),
+        ("batch", f"{r['global_batch']} global, {r['per_replica_batch']} per replica, "
+                  f"{r['steps_per_epoch']} steps per epoch"),
+        ("learning rate", f"{r['learning_rate']:g} ({c['lr']:g} per 256 images x "
+                          f"{r['global_batch']}/256), {schedule}, "
+                          f"{c['warmup_epochs']:g} warmup epoch(s)"),
+        ("optimizer", f"{c['optimizer']}" + (f" nesterov momentum {c['momentum']:g}"
+                                             if c["optimizer"] == "sgd" else "")),
+        ("weight decay", f"{c['wd']:g} ({decay}; not on BatchNorm parameters or biases)"),
+        ("label smoothing", f"{c['label_smoothing']:g}"),
+        ("epochs", f"{c['epochs']}"),
+        ("seed", f"{c['seed']}{' (deterministic)' if c['deterministic'] else ''}"),
+        ("run directory", path),
+    ]
+    print("Configuration:")
+    for key, value in lines:
+        print(f"  {key:<16}{value}")
+    sys.stdout.flush()

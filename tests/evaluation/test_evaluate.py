@@ -1,0 +1,200 @@
+"""`resnet-evaluate` and `resnet-predict` on a tiny run folder, its SavedModel and image folders.
+
+The numbers they report must be the Keras model's on the evaluation pipeline, whichever
+kind of model is given; user errors print one line and exit with status 2.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from resnet_tf import build_resnet, data
+from resnet_tf import evaluation as evaluate
+from resnet_tf.cli import evaluate as evaluate_cli
+from resnet_tf.export import export_serving_model
+
+SIZE = 16
+CLASSES = ["cat", "dog", "bird"]
+PER_CLASS = 4
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _write_image(path, seed, fmt="PNG"):
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    Image.fromarray(small).resize((20, 18), Image.BILINEAR).save(path, fmt)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A run folder as the trainer leaves it, plus its exported SavedModel."""
+    folder = tmp_path_factory.mktemp("run")
+    keras.utils.set_random_seed(1)
+    model = build_resnet(20, input_shape=(SIZE, SIZE, 3), classes=len(CLASSES))
+    model.save(folder / "best.keras")
+    (folder / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    (folder / "config.json").write_text(json.dumps({"config": {"image_size": SIZE, "preset": "cifar"}}))
+    export_serving_model(model, folder / "export" / "tiny", class_names=CLASSES, image_size=SIZE,
+                         preset="cifar", top_k=2)
+    return folder, model
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("images")
+    for label, name in enumerate(CLASSES):
+        (folder / name).mkdir()
+        for i in range(PER_CLASS):
+            fmt = "JPEG" if i % 2 else "PNG"
+            _write_image(folder / name / f"{i}.{fmt.lower().replace('jpeg', 'jpg')}", 10 * label + i, fmt)
+    return folder
+
+
+def _expected(model, folder):
+    """Files, labels as model indices, and the Keras model's probabilities on the evaluation pipeline."""
+    files, labels, names = data.list_image_folder(folder)
+    batch = tf.stack([data.preprocess_for_eval(data.decode_image(tf.io.read_file(f)), SIZE, "cifar")
+                      for f in files])
+    labels = np.asarray([CLASSES.index(names[label]) for label in labels])  # folders list sorted
+    return files, labels, model(batch, training=False).numpy()
+
+
+def _one_error_line(capsys, prog):
+    err = capsys.readouterr().err
+    assert err.startswith(f"{prog}: error: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("kind", ["keras", "saved_model"])
+def test_evaluate_reports_the_models_accuracy_and_confusion_matrix(run, images, tmp_path, capsys, kind):
+    folder, model = run
+    source = folder if kind == "keras" else folder / "export" / "tiny"  # base folder: latest version
+    out = tmp_path / "eval"
+    assert evaluate_cli.evaluate_main([str(source), "--data-dir", str(images), "--out", str(out)]) == 0
+
+    _, labels, probabilities = _expected(model, images)
+    predicted = probabilities.argmax(axis=1)
+    confusion = np.zeros((3, 3), int)
+    np.add.at(confusion, (labels, predicted), 1)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["examples"] == 3 * PER_CLASS
+    assert metrics["top1"] == pytest.approx((predicted == labels).mean())
+    assert metrics["top5"] == 1.0  # 3 classes
+    assert metrics["confusion_matrix"] == confusion.tolist()
+    for i, name in enumerate(CLASSES):
+        assert metrics["per_class"][name]["recall"] == pytest.approx(confusion[i, i] / PER_CLASS)
+        assert metrics["per_class"][name]["precision"] == pytest.approx(
+            confusion[i, i] / confusion[:, i].sum() if confusion[:, i].sum() else 0.0)
+    assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    table = capsys.readouterr().out
+    assert f"top-1 accuracy: {metrics['top1']:.4f}" in table
+    assert "class      precision  recall  support" in table
+    for name in CLASSES:
+        assert f"{name:<9}  {metrics['per_class'][name]['precision']:9.4f}" in table
+
+
+def test_evaluate_on_a_tfds_split(run, tmp_path):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    keras.utils.set_random_seed(2)
+    build_resnet(20, input_shape=(32, 32, 3), classes=10).save(tmp_path / "cifar.keras")
+    with tfds.testing.mock_data(num_examples=6):  # random 32x32 images, cifar10's 10 labels
+        metrics = evaluate.evaluate(evaluate.load_classifier(tmp_path / "cifar.keras"),
+                                    dataset="cifar10", split="test")
+        assert metrics["examples"] == 6 and np.sum(metrics["confusion_matrix"]) == 6
+        assert len(metrics["class_names"]) == 10 and metrics["top5"] >= metrics["top1"]
+        with pytest.raises(evaluate.EvaluationError, match="3 classes but TFDS 'cifar10'.* has 10"):
+            evaluate.evaluate(evaluate.load_classifier(run[0]), dataset="cifar10", split="test")
+
+
+def test_predict_with_a_saved_model_alone_matches_the_keras_model(run, images, capsys):
+    folder, model = run
+    assert evaluate_cli.predict_main([str(folder / "export" / "tiny" / "1"), str(images), "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    files, _, probabilities = _expected(model, images)
+    assert [r["file"] for r in results] == files
+    for result, expected in zip(results, probabilities):
+        order = np.argsort(-expected)[:2]  # exported with top_k=2
+        assert [p["index"] for p in result["predictions"]] == order.tolist()
+        assert [p["class"] for p in result["predictions"]] == [CLASSES[i] for i in order]
+        np.testing.assert_allclose([p["score"] for p in result["predictions"]], expected[order], atol=1e-4)
+
+
+def test_predict_table_from_a_keras_file(run, images, capsys):
+    folder, model = run
+    image = str(images / "dog" / "0.png")
+    assert evaluate_cli.predict_main([str(folder / "best.keras"), image, "--top-k", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    _, _, probabilities = _expected(model, images)
+    best = CLASSES[int(probabilities[2 * PER_CLASS].argmax())]  # bird, cat, dog: the 9th file
+    assert lines[0].split() == ["file", "rank", "class", "score"]
+    assert lines[1].split()[:3] == [image, "1", best]
+    assert len(lines) == 4
+
+
+def test_predict_skips_an_unreadable_image_and_reports_it(run, images, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg")
+    good = str(images / "cat" / "0.png")
+    assert evaluate_cli.predict_main([str(run[0] / "export" / "tiny"), str(bad), good, "--json"]) == 1
+    captured = capsys.readouterr()
+    assert [r["file"] for r in json.loads(captured.out)] == [good]
+    assert captured.err == (f"resnet-predict: warning: skipped '{bad}': image_bytes is not a "
+                            "JPEG, PNG, GIF, BMP or WebP image (unrecognised header)\n")
+
+
+def test_evaluate_user_errors_print_one_line_and_exit_2(run, images, tmp_path, capsys):
+    folder, _ = run
+    saved_model = str(folder / "export" / "tiny")
+    empty = tmp_path / "empty"
+    (empty / "cat").mkdir(parents=True)
+    two_classes = tmp_path / "two"
+    for name in ("a", "b"):
+        (two_classes / name).mkdir(parents=True)
+        _write_image(two_classes / name / "x.png", 0)
+
+    cases = [
+        ([str(tmp_path / "missing.keras"), "--data-dir", str(images)], "does not exist"),
+        ([saved_model, "--data-dir", str(tmp_path / "nowhere")], "does not exist"),
+        ([saved_model, "--data-dir", str(empty)], "no image files"),
+        ([saved_model, "--data-dir", str(two_classes)], "The model has 3 classes but folder"),
+        ([str(folder), "--data-dir", str(two_classes)], "The model has 3 classes but folder"),
+        ([str(tmp_path), "--data-dir", str(images)], "is not a SavedModel"),
+    ]
+    for argv, message in cases:
+        assert evaluate_cli.evaluate_main(argv + ["--out", str(tmp_path / "o")]) == 2, argv
+        assert message in _one_error_line(capsys, "resnet-evaluate"), argv
+
+
+def test_predict_user_errors_print_one_line_and_exit_2(run, tmp_path, capsys):
+    saved_model = str(run[0] / "export" / "tiny")
+    (tmp_path / "no_images").mkdir()
+    (tmp_path / "no_images" / "notes.txt").write_text("hi")
+    cases = [
+        ([saved_model, str(tmp_path / "missing.jpg")], "Image '"),
+        ([saved_model, str(tmp_path / "no_images")], "has no image files"),
+        ([str(tmp_path / "missing.keras"), str(tmp_path / "no_images" / "notes.txt")], "does not exist"),
+    ]
+    for argv, message in cases:
+        assert evaluate_cli.predict_main(argv) == 2, argv
+        assert message in _one_error_line(capsys, "resnet-predict"), argv
+
+
+def test_python_m_resnet_tf_dispatches_with_exit_status_and_no_traceback(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-m", "resnet_tf", "evaluate", str(tmp_path / "missing.keras"),
+         "--data-dir", str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO_ROOT, env=env, timeout=120)
+    assert result.returncode == 2
+    errors = [l for l in result.stderr.splitlines() if l.startswith("resnet-evaluate: error:")]
+    assert len(errors) == 1 and "missing.keras' does not exist" in errors[0]
+    assert "Traceback" not in result.stderr
