@@ -39,6 +39,7 @@ def atomic_write(path, write, *, exclusive=False):
     os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; results are for everyone
     try:
         write(tmp)
+        fault_point(f"writing {os.path.basename(path)}")
         if exclusive:
             try:
                 os.link(tmp, path)  # unlike a rename, fails if `path` appeared meanwhile
@@ -103,6 +104,18 @@ def _is_temporary(name):
     # ".last.ab12cd_9.keras", ".history.x1y2z3a4.csv", ".latest.q9w8e7r6.weights.h5"
     parts = name[1:].split(".")
     return len(parts) >= 3 and len(parts[1]) == 8
+
+
+def fault_point(name):
+    """Kills this process with SIGKILL when `RESNET_TF_KILL_AT` names `name`.
+
+    The fault-injection tests (tests/training/test_faults.py) use it to stop a run at an
+    exact moment of its life, as `kill -9` would; unset, it does nothing.
+    """
+    if os.environ.get("RESNET_TF_KILL_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextlib.contextmanager

@@ -6,8 +6,10 @@ command reports, so both agree on every number.
 
 import numpy as np
 
+TTA = ("none", "flip")
 
-def evaluate_model(model, dataset, class_names, *, top_k=5):
+
+def evaluate_model(model, dataset, class_names, *, top_k=5, tta="none"):
     """Top-1/top-k accuracy, per-class precision and recall, and the confusion matrix.
 
     Args:
@@ -17,6 +19,8 @@ def evaluate_model(model, dataset, class_names, *, top_k=5):
             Labels are class indices, or one-hot rows.
         class_names: list of str. Index `i` names class `i`.
         top_k: int. The k of the top-k accuracy, reported as `"top5"` for k=5.
+        tta: str. "none", or "flip": average the scores of each image and its mirror
+            image (left-right), as timm's and torchvision's validation scripts offer.
 
     Returns:
         A JSON-serializable dict: `top1`, `top<k>` (fractions in 0..1), `examples`,
@@ -27,9 +31,15 @@ def evaluate_model(model, dataset, class_names, *, top_k=5):
     k = min(top_k, classes)
     confusion = np.zeros((classes, classes), np.int64)
     top_k_hits = 0
+    if tta not in TTA:
+        raise ValueError(f"Unknown tta. Received: tta={tta!r}; expected one of "
+                         f"{', '.join(repr(t) for t in TTA)}.")
     predict = _predict_function(model)
     for images, labels in dataset:
         scores = np.asarray(predict(images), np.float32)
+        if tta == "flip":
+            mirrored = np.ascontiguousarray(np.asarray(images)[:, :, ::-1])
+            scores = (scores + np.asarray(predict(mirrored), np.float32)) / 2
         labels = np.asarray(labels)
         if labels.ndim == 2:
             labels = labels.argmax(axis=1)

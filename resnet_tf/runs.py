@@ -137,27 +137,28 @@ class RunDirectory:
             remove_debris(folder)
 
     def backup_state(self):
-        """"ok", "missing" or the reason the BackupAndRestore state cannot be read."""
+        """`("ok", finished epochs)`, `("missing", 0)` or `(reason it cannot be read, 0)`
+        for the BackupAndRestore state in backup/."""
         import json as _json
 
         meta, weights = self.file("backup/training_metadata.json"), self.file("backup/latest.weights.h5")
         if not os.path.exists(meta) and not os.path.exists(weights):
-            return "missing"
+            return "missing", 0
         try:
             with open(meta) as f:
                 epoch = _json.load(f)["epoch"]
             if not isinstance(epoch, int):
                 raise ValueError(f"epoch={epoch!r}")
         except (OSError, ValueError, KeyError, TypeError) as error:
-            return f"backup/training_metadata.json is damaged ({type(error).__name__}: {error})"
+            return f"backup/training_metadata.json is damaged ({type(error).__name__}: {error})", 0
         try:
             import h5py
 
             with h5py.File(weights, "r"):
                 pass
         except Exception as error:  # noqa: BLE001 - any failure means the same to the user
-            return f"backup/latest.weights.h5 is damaged ({type(error).__name__})"
-        return "ok"
+            return f"backup/latest.weights.h5 is damaged ({type(error).__name__})", 0
+        return "ok", epoch + 1
 
     def read_history(self):
         try:

@@ -66,3 +66,30 @@ def tiny_resnet():
         model = build_resnet(20, input_shape=(size, size, 3), classes=classes, **kwargs)
         return randomise_batchnorm(model, seed)
     return make
+
+
+TRAIN = os.path.join(REPO_ROOT, "train.py")
+
+
+def train_env(**extra):
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_CONFIG", None)
+    env.pop("RESNET_TF_KILL_AT", None)
+    env.update(extra)
+    return env
+
+
+def run_train(*args, timeout=300, **env):
+    """`python train.py ARGS` in a fresh process; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, TRAIN, *map(str, args)], env=train_env(**env),
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
+
+
+def error_line(result, prog="train.py"):
+    """The one `<prog>: error: ...` line of a failed command (TF's start-up lines aside)."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith(f"{prog}: ")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    return lines[0]

@@ -16,6 +16,7 @@ from resnet_tf.evaluation import (
     plot_confusion_matrix,
     predict_files,
 )
+from resnet_tf.export.savedmodel import check_output_folder
 from resnet_tf.files import atomic_write, write_json
 
 _EVALUATE = "resnet-evaluate"
@@ -49,6 +50,7 @@ def evaluate_main(argv=None):
             raise EvaluationError(f"--batch-size must be a positive integer; received {args.batch_size}.")
         if args.data_dir is not None and not os.path.exists(args.data_dir):
             raise EvaluationError(f"Image folder '{args.data_dir}' does not exist.")
+        check_output_folder(args.out, "--out", EvaluationError)  # before, not after, the work
         classifier = _load(args)
         metrics = evaluate(classifier, data_dir=args.data_dir, dataset=args.dataset,
                            split=args.split, tfds_dir=args.tfds_dir, batch_size=args.batch_size)

@@ -8,7 +8,7 @@ from resnet_tf.data import PRESETS
 from resnet_tf.errors import ExportError
 from resnet_tf.export.checkpoint import load_checkpoint
 from resnet_tf.export.inference import PRECISIONS
-from resnet_tf.export.savedmodel import export_serving_model
+from resnet_tf.export.savedmodel import check_export_dir, export_serving_model
 from resnet_tf.export.tflite import (
     QUANTIZATIONS,
     calibration_images,
@@ -49,10 +49,13 @@ def main(argv=None):
                         "(default: the run's config.json)")
     args = parser.parse_args(argv)
     try:
+        if args.export_dir is not None:
+            check_export_dir(args.export_dir)
         model, class_names, image_size, preset, run_dir = load_checkpoint(
             args.source, image_size=args.image_size, preset=args.preset, classes_file=args.classes)
         export_dir = args.export_dir or os.path.join(
             run_dir or os.path.dirname(os.path.abspath(args.source)), "export", model.name)
+        check_export_dir(export_dir)
         write_tflite = prepare_tflite_exports(
             args.tflite or [], source=args.source, model=model, export_dir=export_dir,
             class_names=class_names, image_size=image_size, preset=preset,

@@ -16,22 +16,38 @@ def _epoch_list(text):
 
 
 def _recipe_epilog(recipes):
-    def describe(r):
-        return (f"ResNet-{r['depth']}, {r['epochs']} epochs, SGD lr {r['sgd'][0]:g} per 256 "
-                f"images, wd {r['sgd'][1]:g}, {r['warmup_epochs']:g} warmup epoch(s), label "
-                f"smoothing {r['label_smoothing']:g} (AdamW: lr {r['adamw'][0]:g} per 256, "
-                f"wd {r['adamw'][1]:g})")
+    def describe(name, r):
+        lr, wd = r["lr_wd"][r["optimizer"]]
+        extras = [f"{k} {r[k]:g}" for k in ("mixup", "cutmix", "random_erasing", "ema") if r[k]]
+        return (f"{name}: ResNet-{r['depth']}, {r['epochs']} epochs, {r['optimizer']} lr {lr:g} "
+                f"per 256 images, wd {wd:g}, {r['warmup_epochs']:g} warmup epoch(s), label "
+                f"smoothing {r['label_smoothing']:g}, {r['loss']} loss, {r['augment']} "
+                f"augmentation" + "".join(f", {x}" for x in extras))
 
-    return ("Defaults marked 'recipe' depend on the image size: for images of 64 px or less "
-            f"(CIFAR), {describe(recipes['cifar'])}; for larger images, "
-            f"{describe(recipes['imagenet'])}.")
+    return ("Recipes (--recipe; without it 'cifar' for images of 64 px or less, else "
+            "'imagenet'; explicit flags override a recipe's values): "
+            + "; ".join(describe(name, r) for name, r in recipes.items()) + ".")
+
+
+def _probability(text):
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a probability from 0 to 1; received {text!r}")
+    return value
 
 
 def train_parser(prog=None):
     from resnet_tf.models.blocks import VARIANTS
     from resnet_tf.models.resnet import STEMS
     from resnet_tf.schedules import SCHEDULES
-    from resnet_tf.training.recipes import OPTIMIZERS, PRECISIONS, RECIPES
+    from resnet_tf.training.recipes import (
+        AUGMENTS,
+        LOSSES,
+        OPTIMIZERS,
+        PRECISIONS,
+        RECIPES,
+        TTAS,
+    )
 
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -39,13 +55,43 @@ def train_parser(prog=None):
                     "in --out from its last finished epoch.",
         epilog=_recipe_epilog(RECIPES),
     )
+    parser.add_argument("--recipe", choices=tuple(RECIPES),
+                        help="named recipe whose values fill every flag not given "
+                             "(default: cifar for images of 64 px or less, else imagenet)")
+    parser.add_argument("--print-recipe", action="store_true",
+                        help="print the resolved configuration and exit without training")
+
     model = parser.add_argument_group("model")
     model.add_argument("--depth", type=int, help="ResNet depth: 18, 34, 50, 101, 152, 200 or "
-                       "the CIFAR 20, 32, 44, 56, 110, 164, 1001 (default: recipe, 20 or 50)")
+                       "the CIFAR 20, 32, 44, 56, 110, 164, 1001 (default: recipe)")
     model.add_argument("--variant", choices=VARIANTS,
                        help="block variant (default: v1.5; v2 for depths 164 and 1001)")
     model.add_argument("--stem", choices=STEMS,
                        help="stem (default: cifar for images of 64 px or less)")
+    model.add_argument("--shortcut", choices=("A", "B"),
+                       help="projection shortcut: B (1x1 conv) or A (zero-padded identity) "
+                            "(default: A for the CIFAR basic-block networks, else B)")
+    model.add_argument("--groups", type=int, help="ResNeXt cardinality (default: 1)")
+    model.add_argument("--width-per-group", type=int,
+                       help="ResNeXt width per group (default: 64; 4 with --groups 32)")
+    model.add_argument("--width-multiplier", type=float, help="Wide ResNet factor (default: 1)")
+    model.add_argument("--se-ratio", type=float,
+                       help="squeeze-and-excitation ratio, e.g. 0.0625 (default: 0, none)")
+    model.add_argument("--stochastic-depth", type=float,
+                       help="drop probability of the last block's branch (default: 0)")
+    model.add_argument("--zero-init-residual", action="store_true", default=None,
+                       help="start every residual branch at zero (last BatchNorm gamma 0)")
+    model.add_argument("--dropout", type=float, help="dropout before the classifier (default: 0)")
+    model.add_argument("--weights",
+                       help="start from pretrained weights: a registry name (resnet_tf "
+                            "list_weights), a torchvision/timm/keras.applications file, a "
+                            ".keras file or a run folder; the classifier is new")
+    model.add_argument("--freeze-epochs", type=int,
+                       help="with --weights: train only the new head for N epochs (backbone "
+                            "and BatchNorm frozen), then fine-tune everything (default: 0)")
+    model.add_argument("--finetune-lr", type=float,
+                       help="with --freeze-epochs: learning rate per 256 images after "
+                            "unfreezing (default: a tenth of --lr)")
 
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="cifar10",
@@ -57,17 +103,26 @@ def train_parser(prog=None):
                       help="fraction of the training images held out for validation when "
                            "the data has no validation split (default: 0.1; 0 for none)")
     data.add_argument("--image-size", type=int, help="input size (default: the images' own)")
-    data.add_argument("--no-augment", dest="augment", action="store_false",
-                      help="no random crops and flips")
+    data.add_argument("--augment", choices=AUGMENTS,
+                      help="augmentation policy: basic (random crop + flip), randaugment, "
+                           "augmix (Keras' layers, after the basic crop and flip) or none "
+                           "(default: recipe)")
+    data.add_argument("--no-augment", dest="augment", action="store_const", const="none",
+                      help="same as --augment none")
+    data.add_argument("--mixup", type=float, help="MixUp alpha, 0 for none (default: recipe)")
+    data.add_argument("--cutmix", type=float, help="CutMix alpha, 0 for none; with --mixup "
+                      "each batch uses one of the two (default: recipe)")
+    data.add_argument("--random-erasing", type=_probability,
+                      help="random erasing probability (default: recipe)")
     data.add_argument("--tfds-dir", help="TFDS data directory")
     data.add_argument("--manual-dir", help="folder of manually downloaded TFDS archives")
 
     opt = parser.add_argument_group("optimization")
-    opt.add_argument("--epochs", type=int, help="epochs (default: recipe, 40 or 90)")
+    opt.add_argument("--epochs", type=int, help="epochs (default: recipe)")
     opt.add_argument("--batch-size", type=int, default=128,
                      help="global batch size, divided over the replicas (default: %(default)s)")
-    opt.add_argument("--optimizer", choices=OPTIMIZERS, default="sgd",
-                     help="SGD with Nesterov momentum, or AdamW (default: %(default)s)")
+    opt.add_argument("--optimizer", choices=OPTIMIZERS,
+                     help="SGD with Nesterov momentum, AdamW, Adam or LAMB (default: recipe)")
     opt.add_argument("--lr", type=float, help="learning rate per 256 images, scaled by "
                      "batch-size/256 (default: recipe)")
     opt.add_argument("--momentum", type=float, default=0.9,
@@ -76,14 +131,25 @@ def train_parser(prog=None):
                      "parameters or biases; for SGD the L2 coefficient of the papers "
                      "(default: recipe)")
     opt.add_argument("--label-smoothing", type=float, help="label smoothing (default: recipe)")
+    opt.add_argument("--loss", choices=LOSSES,
+                     help="softmax cross-entropy, or binary cross-entropy on logits as "
+                          "ResNet strikes back trains (default: recipe)")
+    opt.add_argument("--grad-clip", type=float, help="clip the global gradient norm to this "
+                     "(default: none)")
+    opt.add_argument("--ema", type=float,
+                     help="keep an EMA of the weights with this decay per step; validation, "
+                          "best.keras, metrics.json and the export use it (default: recipe)")
     opt.add_argument("--schedule", choices=SCHEDULES, default="cosine",
                      help="learning-rate decay after the warmup (default: %(default)s)")
-    opt.add_argument("--warmup-epochs", type=float, help="linear warmup epochs (default: recipe)")
+    opt.add_argument("--warmup-epochs", type=float, help="linear warmup epochs (default: "
+                     "recipe, at most a quarter of --epochs)")
     opt.add_argument("--milestones", type=_epoch_list,
                      help="epochs where --schedule step divides the rate by 10 "
                           "(default: 50%%,75%% (CIFAR) or 33%%,67%%,89%% of --epochs)")
 
     run = parser.add_argument_group("run")
+    run.add_argument("--tta", choices=TTAS, default="none",
+                     help="test-time augmentation of the final evaluation (default: none)")
     run.add_argument("--precision", choices=PRECISIONS, default="auto",
                      help="auto: mixed_float16 on GPUs of compute capability 7.0+, "
                           "mixed_bfloat16 on CPUs with AMX/AVX512-BF16, else float32 "
@@ -114,7 +180,13 @@ def main(argv=None):
 
     config = TrainConfig(**_fields(args, TrainConfig))
     options = RunOptions(**_fields(args, RunOptions))
+    if args.print_recipe:
+        return _print_recipe(prog, config, options)
     try:
+        if options.export and options.export_dir:
+            from resnet_tf.export.savedmodel import check_export_dir
+
+            check_export_dir(options.export_dir)  # found before training, not after
         result = train(config, options)
         if result is not None and options.export:
             _export(result["run_dir"], options.export_dir)
@@ -126,6 +198,21 @@ def main(argv=None):
         print(f"\n{prog}: interrupted; rerun the same command to resume from the last "
               "finished epoch.", file=sys.stderr, flush=True)
         return 130
+    return 0
+
+
+def _print_recipe(prog, config, options):
+    """The resolved values for the recipe's own kind of data (or --image-size)."""
+    from resnet_tf.data.preprocessing import default_preset
+    from resnet_tf.training.recipes import RECIPES, check_config, describe_recipe, resolve_config
+
+    try:
+        check_config(config, options)
+        preset = RECIPES[config.recipe]["preset"] if config.recipe else "cifar"
+        size = config.image_size or (32 if preset == "cifar" else 224)
+        print(describe_recipe(resolve_config(config, default_preset(size), size)))
+    except ValueError as error:
+        return fail(prog, error)
     return 0
 
 

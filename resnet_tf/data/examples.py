@@ -28,6 +28,8 @@ class Data:
         train_examples: int. Training images (an upper bound when streamed from files).
         val_examples: int. Validation images, 0 without a validation set.
         skipped_files: int. Image files that could not be decoded and were left out.
+        one_hot_labels: bool. `train` yields float32 one-hot `[B, classes]` labels (mixed
+            by MixUp or CutMix) instead of int32 `[B]`; `val` always yields int32.
     """
 
     train: tf.data.Dataset
@@ -38,6 +40,7 @@ class Data:
     train_examples: int
     val_examples: int
     skipped_files: int = 0
+    one_hot_labels: bool = False  # issue 13 (resnet_tf.data.augment)
 
 
 @dataclasses.dataclass

@@ -99,17 +99,26 @@ def _leads_back(path, root, seen_dirs):
 
 
 def _each_file_once(files, labels, class_names, path):
-    """Drops second paths to one real file (links between class folders), with a warning."""
+    """Drops second paths to one real file (links between class folders), with a warning.
+
+    The file is kept in the class folder that holds it itself (no link on the way from
+    `path`), else in the first class that reaches it.
+    """
+    root = os.path.realpath(path)
     owner = {}
     for i, file in enumerate(files):
-        owner.setdefault(os.path.realpath(file), i)
+        real = os.path.realpath(file)
+        direct = real == os.path.normpath(os.path.join(root, os.path.relpath(file, path)))
+        if real not in owner or (direct and not owner[real][1]):
+            owner[real] = (i, direct)
     if len(owner) == len(files):
         return files, labels
-    keep = sorted(owner.values())
+    keep = sorted(i for i, _ in owner.values())
+    dropped = sorted(set(range(len(files))) - set(keep))
     warnings.warn(
-        f"{len(files) - len(keep)} image file(s) in '{path}' are reachable by more than one "
-        f"path (e.g. '{files[next(i for i in range(len(files)) if i not in set(keep))]}'); "
-        "each is used once, in the first class that holds it.", stacklevel=3)
+        f"{len(dropped)} image file(s) in '{path}' are reachable by more than one path "
+        f"(e.g. '{files[dropped[0]]}'); each is used once, in the class folder that holds "
+        "it.", stacklevel=3)
     return [files[i] for i in keep], [labels[i] for i in keep]
 
 

@@ -17,6 +17,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
+from resnet_tf.data.augment import batch_augmenter, check_augmentation, check_classes  # issue 13
 from resnet_tf.data.examples import (
     IN_MEMORY_LIMIT_BYTES,
     Data,
@@ -41,6 +42,7 @@ from resnet_tf.errors import DataError
 
 _DEFAULT_IMAGE_SIZE = 224
 _HEADER_SAMPLE = 64
+_NAMED_FILES = 5  # odd-sized files a warning names
 
 _log = logging.getLogger(__name__)
 
@@ -62,6 +64,9 @@ def load_data(
     synthetic_examples=50000,
     synthetic_classes=10,
     preset=None,
+    mixup=0.0,
+    cutmix=0.0,
+    random_erasing=0.0,
 ):
     """Builds the train and validation pipelines.
 
@@ -74,14 +79,23 @@ def load_data(
         val_split: optional float in (0, 1). Fraction of the training images held out for
             validation, per class and fixed by `seed`, when no `val_dir` (or, for TFDS, no
             `validation`/`test` split) exists. `None` or 0: no validation set.
-        image_size: optional int. Output height and width; `None` uses the images' own size
-            when they all share one square size, else 224.
+        image_size: optional int. Output height and width; `None` uses the images' own
+            size when more than half of them share one square size (the others are resized
+            to it, with a warning naming them), else 224.
         batch_size: int. Examples per batch.
         seed: int. Fixes the validation split, and the shuffle and augmentation when
             `deterministic`.
         deterministic: bool. Reproducible element order and augmentation, at some speed.
-        augment: bool. Random crops and flips for training; `False` applies the
-            evaluation preprocessing to training images too.
+        augment: bool or str, the training augmentation policy (`resnet_tf.data.augment`):
+            `"basic"` (= `True`): random crop and flip; `"randaugment"`, `"augmix"`: the
+            basic crop and flip, then Keras' RandAugment or AugMix operations;
+            `"none"` (= `False`): the evaluation preprocessing, for training images too.
+        mixup: float >= 0. MixUp's Beta alpha (e.g. 0.2), 0 for none.
+        cutmix: float >= 0. CutMix's Beta alpha (e.g. 1.0), 0 for none. With both, each
+            batch uses one of the two, with probability 0.5 each. Either one makes the
+            training labels mixed one-hot float32 `[B, classes]` (`Data.one_hot_labels`).
+        random_erasing: float in [0, 1]. Probability of erasing a random rectangle of each
+            (normalized) training image with noise, 0 for none.
         cache: bool. Decode datasets under about 1.5 GB into memory once (the fast path);
             `False` always streams from files or TFDS records.
         tfds_dir: optional TFDS data directory (default `~/tensorflow_datasets`).
@@ -90,12 +104,15 @@ def load_data(
         synthetic_classes: int. Classes of `"synthetic"`.
         preset: optional str, `"cifar"` or `"imagenet"`; `None` uses `default_preset`.
 
-    Image folders: unreadable files with an image suffix are skipped, counted in
+    Image folders need at least two classes. A file reachable by several paths (links)
+    is used once; files of `data_dir` that are also in `val_dir` are used for validation
+    only, with a warning. Unreadable files with an image suffix are skipped, counted in
     `skipped_files` and reported in one warning. In memory this is exact; streamed
     folders (too large for memory, or `cache=False`) drop such files on the fly with
     `ignore_errors`, which costs nothing up front but leaves them uncounted.
     """
     check_positive_int("batch_size", batch_size)
+    augmentation = check_augmentation(augment, mixup, cutmix, random_erasing)  # issue 13
     if image_size is not None:
         check_positive_int("image_size", image_size)
     if preset is not None:
@@ -131,6 +148,7 @@ def load_data(
             f"batch_size={batch_size} is larger than the {train_count} training images; "
             f"expected batch_size <= {train_count}, since incomplete training batches are dropped."
         )
+    check_classes(augmentation, class_names)  # issue 13
     build = dict(
         image_size=image_size,
         preset=preset,
@@ -139,7 +157,13 @@ def load_data(
         deterministic=deterministic,
     )
     return Data(
-        train=_pipeline(train, training=True, augment=augment, **build),
+        train=_pipeline(
+            train,
+            training=True,
+            augment=augmentation.crop_flip,
+            after=batch_augmenter(augmentation, len(class_names)),  # issue 13
+            **build,
+        ),
         val=None if val is None else _pipeline(val, training=False, augment=False, **build),
         class_names=list(class_names),
         image_size=image_size,
@@ -147,10 +171,15 @@ def load_data(
         train_examples=train.count,
         val_examples=0 if val is None else val.count,
         skipped_files=skipped,
+        one_hot_labels=augmentation.one_hot_labels,  # issue 13
     )
 
 
-def _pipeline(examples, *, training, augment, image_size, preset, batch_size, seed, deterministic):
+def _pipeline(
+    examples, *, training, augment, image_size, preset, batch_size, seed, deterministic, after=None
+):
+    # `after`: an optional `augment.BatchAugmenter`, run on every batch after the crop and
+    # flip; it normalizes (issue 13).
     seed = seed if deterministic else None
     ds = examples.source
     if training:
@@ -163,6 +192,8 @@ def _pipeline(examples, *, training, augment, image_size, preset, batch_size, se
 
         def augment_batch(batch, batch_seed):
             images, labels = batch
+            if after is not None:  # issue 13: the same seed, folded, for what comes after
+                return after(pad_crop_flip(images, image_size, batch_seed), labels, batch_seed)
             return normalize(pad_crop_flip(images, image_size, batch_seed)), labels
 
         ds = ds.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
@@ -183,6 +214,8 @@ def _pipeline(examples, *, training, augment, image_size, preset, batch_size, se
         if examples.may_fail:
             ds = ds.ignore_errors()
         ds = ds.batch(batch_size, drop_remainder=training)
+        if after is not None:  # issue 13
+            ds = after.map_batches(ds, seed)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(dataset_options(deterministic))
 
 
@@ -198,8 +231,12 @@ def _zip_seeds(ds, seed):
 
 def _folder_splits(data_dir, val_dir, val_split, seed, cache):
     files, labels, class_names = list_image_folder(data_dir)
+    if len(class_names) < 2:
+        raise DataError(
+            f"Too few classes to train. Received: {len(class_names)} class folder "
+            f"({', '.join(repr(n) for n in class_names)}) in '{data_dir}'; expected at least 2."
+        )
     roots = [os.fspath(data_dir)] * len(files)
-    labels = np.asarray(labels, np.int32)
     if val_dir is not None:
         val_files, val_labels, val_names = list_image_folder(val_dir)
         if val_names != class_names:
@@ -209,38 +246,112 @@ def _folder_splits(data_dir, val_dir, val_split, seed, cache):
                 f"Validation folder '{val_dir}' must have the same class sub-folders as "
                 f"'{data_dir}'; only in training: {only_train}, only in validation: {only_val}."
             )
+        files, labels = _without_validation_files(files, labels, val_files, data_dir, val_dir)
+        roots = roots[: len(files)]
+    labels = np.asarray(labels, np.int32)
+    if val_dir is not None:
         is_val = np.r_[np.zeros(len(files), bool), np.ones(len(val_files), bool)]
         files, roots = files + val_files, roots + [os.fspath(val_dir)] * len(val_files)
         labels = np.r_[labels, np.asarray(val_labels, np.int32)]
     else:
         is_val = val_mask(labels, val_split, seed)
 
-    sizes = _sample_sizes(files)
+    sampled, sizes = _sample_sizes(files)
     estimate = np.mean([h * w * 3 for h, w in sizes]) * len(files) if sizes else 0
     if cache and estimate < IN_MEMORY_LIMIT_BYTES:
         return _decode_folder_into_memory(files, labels, roots, is_val, class_names)
 
     # Streaming: decode from file names each epoch; the image size is a guess from the sample.
-    native = sizes[0][0] if sizes and all(s == (sizes[0][0],) * 2 for s in sizes) else None
+    common, odd = _common_size(sizes)
+    native = common[0] if common and common[0] == common[1] else None
+    if native and odd.size:
+        _warn_resized([sampled[i] for i in odd], common, len(sizes), roots, sampled=True)
     train = _stream_files(np.asarray(files)[~is_val], labels[~is_val])
     val = _stream_files(np.asarray(files)[is_val], labels[is_val]) if is_val.any() else None
     return train, val, class_names, native, 0
 
 
+def _without_validation_files(files, labels, val_files, data_dir, val_dir):
+    """Leaves the files that are also in `val_dir` (the same file: a link, a hard link, the
+    same folder) out of training, with a warning, so the two never share an image."""
+    held_out = {key for key in map(_file_key, val_files) if key is not None}
+    shared = [i for i, f in enumerate(files) if _file_key(f) in held_out]
+    if not shared:
+        return files, labels
+    if len(shared) == len(files):
+        raise DataError(
+            f"The validation folder holds every training image. Received: val_dir='{val_dir}' "
+            f"with all {len(files)} images of data_dir='{data_dir}'; expected validation "
+            "images apart from the training ones."
+        )
+    warnings.warn(
+        f"{len(shared)} image file(s) of '{data_dir}' are also in the validation folder "
+        f"'{val_dir}' (e.g. '{files[shared[0]]}'); they are used for validation only.",
+        stacklevel=5,
+    )
+    drop = set(shared)
+    keep = [i for i in range(len(files)) if i not in drop]
+    return [files[i] for i in keep], [labels[i] for i in keep]
+
+
+def _file_key(path):
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
 def _sample_sizes(files):
-    """`(height, width)` of a fixed sample of files, read from headers only."""
+    """A fixed sample of files and their `(height, width)`, read from headers only."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
     sample = rng.choice(len(files), min(_HEADER_SAMPLE, len(files)), replace=False)
-    sizes = []
-    for i in sample:
+    sampled, sizes = [], []
+    for i in sorted(sample):
         try:
             with Image.open(files[i]) as image:
                 sizes.append(image.size[::-1])
+                sampled.append(files[i])
         except Exception:  # Unreadable files are the decode pass's business.
             pass
-    return sizes
+    return sampled, sizes
+
+
+def _common_size(sizes):
+    """`((height, width), odd)`: the size most images have and the indices of the others,
+    or `(None, [])` when no size is shared by more than half of them."""
+    if len(sizes) == 0:
+        return None, np.zeros(0, int)
+    sizes = np.asarray(sizes, np.int64).reshape(-1, 2)
+    unique, counts = np.unique(sizes, axis=0, return_counts=True)
+    best = int(np.argmax(counts))  # ties: the smallest size, deterministically
+    if counts[best] * 2 <= len(sizes):
+        return None, np.zeros(0, int)
+    common = (int(unique[best][0]), int(unique[best][1]))
+    return common, np.flatnonzero((sizes != unique[best]).any(axis=1))
+
+
+def _warn_resized(files, size, total, roots, sampled=False):
+    shown = [_relative(f, roots) for f in files[:_NAMED_FILES]]
+    more = ", ..." if len(files) > _NAMED_FILES else ""
+    n = len(files)
+    counted = f"{n} of {total} sampled images" if sampled else f"{n} image{'s' * (n != 1)}"
+    warnings.warn(
+        f"{counted} {'are' if n != 1 or sampled else 'is'} not {size[0]}x{size[1]} like the "
+        f"others and {'are' if n != 1 or sampled else 'is'} resized to it: "
+        f"{', '.join(shown)}{more}",
+        stacklevel=6,
+    )
+
+
+def _relative(path, roots):
+    for root in dict.fromkeys(roots):
+        relative = os.path.relpath(path, root)
+        if not relative.startswith(os.pardir):
+            return relative
+    return path
 
 
 def _decode_folder_into_memory(files, labels, roots, is_val, class_names):
@@ -286,6 +397,15 @@ def _decode_folder_into_memory(files, labels, roots, is_val, class_names):
     uniform = bool((shapes == shapes[0]).all())
     if uniform:
         images = values.reshape(-1, *shapes[0], 3)[order]
+    else:
+        # A few odd sizes among square images of one size: resize those few, so the
+        # data keeps its own size (and recipe) and the fast in-memory path.
+        common, odd = _common_size(shapes)
+        if common and common[0] == common[1]:
+            _warn_resized([files[i] for i in indices[odd]], common, len(indices), roots)
+            images = _uniform_images(values, starts, lengths, shapes, common)
+            shapes[:] = common
+            uniform = True
     labels, val_of = labels[indices], is_val[indices]
 
     def split(mask):
@@ -306,6 +426,19 @@ def _decode_folder_into_memory(files, labels, roots, is_val, class_names):
 
     native = int(shapes[0][0]) if uniform and shapes[0][0] == shapes[0][1] else None
     return split(~val_of), split(val_of), class_names, native, int((~ok).sum())
+
+
+def _uniform_images(values, starts, lengths, shapes, size):
+    """uint8 `[N, H, W, 3]` of flat decoded images, those of another size resized (bilinear,
+    antialiased, as preprocessing resizes)."""
+    images = np.empty((len(starts), *size, 3), np.uint8)
+    for k, (start, length, shape) in enumerate(zip(starts, lengths, shapes)):
+        pixels = values[start : start + length].reshape(shape[0], shape[1], 3)
+        if tuple(shape) != size:
+            resized = tf.image.resize(pixels, size, antialias=True)
+            pixels = tf.cast(tf.clip_by_value(tf.round(resized), 0, 255), tf.uint8).numpy()
+        images[k] = pixels
+    return images
 
 
 def _unflatten(flat, shape, label):

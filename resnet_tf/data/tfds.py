@@ -18,8 +18,7 @@ OFFLINE_HINT = (
 
 
 def tfds_splits(name, tfds_dir, manual_dir, val_split, seed, cache):
-    import tensorflow_datasets as tfds
-
+    tfds = import_tfds()
     builder = prepared_builder(tfds, name, tfds_dir, manual_dir)
     info = builder.info
     if info.supervised_keys is None or len(info.supervised_keys) != 2:
@@ -67,10 +66,45 @@ def tfds_splits(name, tfds_dir, manual_dir, val_split, seed, cache):
     return train, val, names, native, 0
 
 
+def import_tfds():
+    """`tensorflow_datasets`, or a `DataError` naming the module that is missing."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as error:
+        raise _import_failure(error) from error
+    return tfds
+
+
+# pip names of modules TFDS imports, where they differ.
+_PIP_NAMES = {"tensorflow_datasets": "tensorflow-datasets", "PIL": "pillow", "yaml": "pyyaml",
+              "google": "protobuf"}
+
+
+def _missing_module(error):
+    """The ImportError in `error`'s chain of causes, or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, ImportError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _import_failure(error):
+    module = (error.name or "").split(".")[0]
+    reason = _short(error).split(": ", 1)[-1]
+    fix = (f"install it with pip install {_PIP_NAMES.get(module, module)}" if module
+           else "reinstall tensorflow-datasets")
+    return DataError(f"TFDS could not be imported ({reason}); {fix}, or {OFFLINE_HINT}.")
+
+
 def prepared_builder(tfds, name, tfds_dir, manual_dir):
     try:
         builder = tfds.builder(name, data_dir=tfds_dir)
     except Exception as error:
+        if _missing_module(error):
+            raise _import_failure(_missing_module(error)) from error
         raise DataError(
             f"Could not find TFDS dataset '{name}' ({_short(error)}); expected a TFDS "
             f"image-classification name such as 'cifar10', or {OFFLINE_HINT}."
@@ -83,6 +117,10 @@ def prepared_builder(tfds, name, tfds_dir, manual_dir):
                 download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
             )
     except Exception as error:
+        # TFDS imports parts of itself lazily: a missing dependency shows up only here,
+        # and is no download failure.
+        if _missing_module(error):
+            raise _import_failure(_missing_module(error)) from error
         raise DataError(
             f"Could not load TFDS dataset '{name}' (not prepared in {builder.data_dir} and it "
             f"could not be downloaded: {_short(error)}); offline, {OFFLINE_HINT}."
@@ -153,8 +191,7 @@ def _tfds_stream(tfds, builder, split, count):
 
 def tfds_eval_split(name, split, tfds_dir):
     """(encoded images and labels, class names) of a prepared TFDS split."""
-    import tensorflow_datasets as tfds
-
+    tfds = import_tfds()
     builder = prepared_builder(tfds, name, tfds_dir, None)
     _, label_key = builder.info.supervised_keys
     names = list(builder.info.features[label_key].names)

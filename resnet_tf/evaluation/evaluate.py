@@ -66,30 +66,50 @@ def load_classifier(path, *, image_size=None, preset=None, classes_file=None, to
         raise EvaluationError(f"Model '{path}' does not exist; expected a .keras file, a run "
                               "folder or a SavedModel folder.")
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "best.keras")):
-        version_dir = latest_version_dir(path)
-        loaded = tf.saved_model.load(version_dir)
-        if SERVING_SIGNATURE not in loaded.signatures:
-            raise EvaluationError(f"SavedModel '{version_dir}' has no "
-                                  f"'{SERVING_SIGNATURE}' signature.")
-        serve = loaded.signatures[SERVING_SIGNATURE]
-        if not hasattr(loaded, "class_names"):
-            raise EvaluationError(f"SavedModel '{version_dir}' was not written by resnet-export "
-                                  "(it has no class_names).")
-        return Classifier(
-            serve=lambda image_bytes: serve(**{BYTES_INPUT: image_bytes}),
-            class_names=[c.decode() for c in loaded.class_names.numpy()],
-            image_size=int(loaded.image_size.numpy()),
-            preset=loaded.preset.numpy().decode(),
-            keras_model=None,
-            path=version_dir,
-            saved_model=loaded,
-        )
+        return _load_saved_model(latest_version_dir(path))
     model, class_names, image_size, preset, _ = load_checkpoint(
         path, image_size=image_size, preset=preset, classes_file=classes_file)
     module = ServingModule(
         inference_model(model), class_names=class_names, image_size=image_size,
         preset=preset, top_k=min(top_k, len(class_names)))
     return Classifier(module.serve_bytes, class_names, image_size, preset, model, path)
+
+
+def _load_saved_model(version_dir):
+    """A SavedModel version folder as a `Classifier`; any failure is one `EvaluationError`."""
+    try:
+        loaded = tf.saved_model.load(version_dir)
+    except Exception as error:  # a damaged file fails in protobuf, TF or Python code alike
+        raise EvaluationError(
+            f"SavedModel '{version_dir}' cannot be loaded ({_first_line(error)}); expected a "
+            "complete version folder written by resnet-export.") from error
+    if SERVING_SIGNATURE not in loaded.signatures:
+        raise EvaluationError(f"SavedModel '{version_dir}' has no "
+                              f"'{SERVING_SIGNATURE}' signature; expected one written by "
+                              "resnet-export.")
+    try:
+        class_names = [c.decode() for c in loaded.class_names.numpy()]
+        image_size = int(loaded.image_size.numpy())
+        preset = loaded.preset.numpy().decode()
+    except AttributeError:
+        raise EvaluationError(f"SavedModel '{version_dir}' was not written by resnet-export "
+                              "(it has no class_names, image_size or preset).") from None
+    serve = loaded.signatures[SERVING_SIGNATURE]
+    return Classifier(
+        serve=lambda image_bytes: serve(**{BYTES_INPUT: image_bytes}),
+        class_names=class_names,
+        image_size=image_size,
+        preset=preset,
+        keras_model=None,
+        path=version_dir,
+        saved_model=loaded,
+    )
+
+
+def _first_line(error):
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,8 +241,12 @@ def predict_files(classifier, files, top_k=5):
     """
     results, failures = [], []
     for path in files:
-        with open(path, "rb") as f:
-            encoded = f.read()
+        try:
+            with open(path, "rb") as f:
+                encoded = f.read()
+        except OSError as error:  # gone since it was listed, unreadable, a folder
+            failures.append((path, error.strerror or str(error)))
+            continue
         try:
             out = classifier.serve(tf.constant([encoded]))
         except tf.errors.InvalidArgumentError as error:

@@ -11,6 +11,7 @@ alone (no Keras objects, no resnet_tf layers inside):
   functions evaluation uses (`decode_image`, `preprocess_for_eval` of `resnet_tf.data.preprocessing`).
 - `serving_pixels`: `images`, uint8 `[N, S, S, 3]` RGB images already at the model's
   input size `S` (for `preset="imagenet"`: already centre-cropped); only normalized.
+  Any other shape fails with InvalidArgument.
 
 Both return `probabilities` float32 `[N, classes]`, and the top k as `classes` int32
 `[N, k]`, `scores` float32 `[N, k]` and `class_names` string `[N, k]`.
@@ -27,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
@@ -39,7 +41,7 @@ from resnet_tf.export.inference import (
     has_linear_head,
     inference_model,
 )
-from resnet_tf.files import current_umask
+from resnet_tf.files import current_umask, fault_point
 
 SERVING_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "serving_pixels"
@@ -103,9 +105,7 @@ def export_serving_model(
     check_precision(precision)
 
     export_base_dir = os.fspath(export_base_dir)
-    if os.path.exists(export_base_dir) and not os.path.isdir(export_base_dir):
-        raise ExportError(f"The export folder is a file. Received: export_dir='{export_base_dir}'; "
-                          "expected a folder (or a path to create one).")
+    check_output_folder(export_base_dir, "export_base_dir")
     os.makedirs(export_base_dir, exist_ok=True)
     if version is None:
         version = next_version(export_base_dir)
@@ -138,10 +138,43 @@ def export_serving_model(
         if os.path.exists(final):
             raise ExportError(f"Version {version} appeared in {export_base_dir} during the export.")
         os.rename(tmp, final)
+        fault_point("after export")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def check_export_dir(path, argument="--export-dir"):
+    """Raises `ExportError` unless `path` is, or can become, a folder this process can write.
+
+    Writes nothing: an existing folder, or else the nearest existing parent folder, gets
+    a temporary file that is deleted at once. For checks before a long job (training),
+    so that a file in the way or a read-only folder is found before, not after it.
+    """
+    check_output_folder(path, argument, ExportError)
+
+
+def check_output_folder(path, argument, error=ExportError):
+    """`check_export_dir` for any output folder: raises `error` naming `argument`."""
+    path = os.fspath(path)
+    shown = f"{argument}='{path}'"
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise error(f"{argument} is a file. Received: {shown}; expected a folder or a path "
+                    "where one can be created.")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise error(f"{argument} lies inside a file. Received: {shown} ('{existing}' is a "
+                    "file); expected a folder or a path where one can be created.")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as problem:
+        raise error(f"{argument} is not writable. Received: {shown} "
+                    f"({problem.strerror or problem} in '{existing}'); expected a folder "
+                    "this user can write to.") from None
 
 
 def next_version(export_base_dir):
@@ -152,40 +185,95 @@ def next_version(export_base_dir):
 def latest_version_dir(path):
     """A SavedModel folder: `path` itself, or its highest complete numeric version.
 
-    Complete: saved_model.pb and the variables index and data are there and not empty
-    (a version copied in by hand and cut short is passed over, as TF Serving would fail
-    on it).
+    Complete: `is_complete_saved_model` (a version copied in by hand and cut short is
+    passed over, with a warning, as TF Serving would fail on it).
     """
     path = os.fspath(path)
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         if not is_complete_saved_model(path):
-            raise ExportError(f"SavedModel '{path}' is incomplete (saved_model.pb or variables/ "
-                              "missing or empty); expected a folder written by resnet-export.")
+            raise ExportError(f"SavedModel '{path}' is incomplete (saved_model.pb cut short, or "
+                              "variables/ missing or empty); expected a complete folder written "
+                              "by resnet-export.")
         return path
-    versions = [v for v in _versions(path) if is_complete_saved_model(os.path.join(path, str(v)))]
+    found = _versions(path)
+    versions = [v for v in found if is_complete_saved_model(os.path.join(path, str(v)))]
     if not versions:
         raise ExportError(
             f"'{path}' is not a SavedModel: expected a folder with saved_model.pb or numeric "
             "version folders holding a complete one."
         )
+    newer = sorted(v for v in found if v > max(versions))
+    if newer:
+        warnings.warn(f"Skipped incomplete version(s) {', '.join(map(str, newer))} in '{path}' "
+                      f"(saved_model.pb cut short, or variables/ missing or empty); using "
+                      f"version {max(versions)}.", stacklevel=2)
     return os.path.join(path, str(max(versions)))
 
 
 def is_complete_saved_model(folder):
-    """saved_model.pb, variables.index and every variables data shard exist and are not empty."""
+    """saved_model.pb is whole (`saved_model_pb_is_whole`), and variables.index and every
+    variables data shard exist and are not empty."""
     def nonempty(name):
         try:
             return os.path.getsize(os.path.join(folder, name)) > 0
         except OSError:
             return False
 
-    if not (nonempty("saved_model.pb") and nonempty(os.path.join("variables", "variables.index"))):
+    if not nonempty(os.path.join("variables", "variables.index")):
         return False
     try:
         shards = [n for n in os.listdir(os.path.join(folder, "variables")) if ".data-" in n]
     except OSError:
         return False
-    return bool(shards) and all(nonempty(os.path.join("variables", n)) for n in shards)
+    return (bool(shards) and all(nonempty(os.path.join("variables", n)) for n in shards)
+            and saved_model_pb_is_whole(os.path.join(folder, "saved_model.pb")))
+
+
+def saved_model_pb_is_whole(path):
+    """True when the file's top-level protobuf fields end exactly at its end and include a
+    meta graph (field 2 of `SavedModel`).
+
+    A file cut short ends inside a field, so this finds it by reading a few bytes per
+    field (the meta graph, with the frozen weights, is skipped by its length, not parsed).
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            meta_graphs = 0
+            while f.tell() < size:
+                key = _read_varint(f)
+                if key is None:
+                    return False
+                field, wire_type = key >> 3, key & 7
+                if wire_type == 0:
+                    if _read_varint(f) is None:
+                        return False
+                elif wire_type in (1, 5):
+                    f.seek(8 if wire_type == 1 else 4, os.SEEK_CUR)
+                elif wire_type == 2:
+                    length = _read_varint(f)
+                    if length is None:
+                        return False
+                    f.seek(length, os.SEEK_CUR)
+                    meta_graphs += field == 2
+                else:
+                    return False
+            return meta_graphs > 0 and f.tell() == size
+    except OSError:
+        return False
+
+
+def _read_varint(f):
+    value = shift = 0
+    while shift < 64:
+        byte = f.read(1)
+        if not byte:
+            return None
+        value |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return value
+        shift += 7
+    return None
 
 
 def remove_partial_exports(export_base_dir):
@@ -253,7 +341,7 @@ class ServingModule(tf.Module):
         @tf.function(input_signature=[
             tf.TensorSpec([None, image_size, image_size, 3], tf.uint8, name=PIXELS_INPUT)])
         def serve_pixels(images):
-            return outputs(normalize(images))
+            return outputs(normalize(checked_pixels(images, image_size)))
 
         self.serve_bytes = serve_bytes
         self.serve_pixels = serve_pixels
@@ -276,6 +364,23 @@ def frozen_network(model, image_size):
     spec = tf.TensorSpec([None, image_size, image_size, 3], tf.float32)
     traced = tf.function(lambda images: model(images, training=False)).get_concrete_function(spec)
     return convert_variables_to_constants_v2(traced)
+
+
+def checked_pixels(images, image_size):
+    """`images` behind a check that they are `[N, image_size, image_size, 3]`.
+
+    The signature declares that shape, but neither a restored signature nor TF Serving
+    enforces it, and a fully convolutional network would answer any size; the check
+    fails such a request with InvalidArgument instead.
+    """
+    shape = tf.shape(images)
+    padded = tf.concat([shape, tf.zeros([4], tf.int32)], 0)  # indexable for any rank
+    fits = tf.logical_and(tf.equal(tf.size(shape), 4),
+                          tf.reduce_all(tf.equal(padded[1:4], [image_size, image_size, 3])))
+    with tf.control_dependencies([tf.debugging.Assert(
+            fits, [f"images must have the shape (N, {image_size}, {image_size}, 3) of the "
+                   "images the model was trained on; received shape", shape], summarize=8)]):
+        return tf.identity(images)
 
 
 def checked_decode(contents, max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_IMAGE_PIXELS):

@@ -4,6 +4,7 @@ Every file is replaced atomically, so a run killed at any moment leaves each fil
 either as it was or complete.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -11,7 +12,7 @@ import os
 import keras
 
 from resnet_tf.errors import TrainingDivergedError
-from resnet_tf.files import atomic_write, write_text
+from resnet_tf.files import atomic_write, fault_point, write_text
 
 
 class RunRecorder(keras.callbacks.Callback):
@@ -21,10 +22,11 @@ class RunRecorder(keras.callbacks.Callback):
     a kill in between reruns that epoch, and its row is replaced rather than repeated.
     """
 
-    def __init__(self, run, monitor):
+    def __init__(self, run, monitor, ema=False):
         super().__init__()
         self.run = run
         self.monitor = monitor
+        self.ema = ema
         self.rows = None
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -38,9 +40,30 @@ class RunRecorder(keras.callbacks.Callback):
         self.rows.append(row)
         self.run.write_history(self.rows)
         self.run.write_curves(self.rows)
-        atomic_write(self.run.file("last.keras"), self.model.save)
-        if row.get(self.monitor, -math.inf) > best:
-            atomic_write(self.run.file("best.keras"), self.model.save)
+        with ema_weights_in(self.model, self.ema):
+            atomic_write(self.run.file("last.keras"), self.model.save)
+            if row.get(self.monitor, -math.inf) > best:
+                atomic_write(self.run.file("best.keras"), self.model.save)
+
+
+@contextlib.contextmanager
+def ema_weights_in(model, enabled=True):
+    """Within the block the model holds its optimizer's EMA weights; the training weights
+    come back after it (Keras' own `SwapEMAWeights` swap, used outside `evaluate`).
+
+    The backup callback saves outside such a block, so a resumed run continues from the
+    training weights and the average exactly as they were.
+    """
+    if not enabled:
+        yield
+        return
+    swapper = keras.callbacks.SwapEMAWeights()
+    swapper.set_model(model)
+    swapper._swap_variables()  # noqa: SLF001 - Keras' swap, the one evaluation uses
+    try:
+        yield
+    finally:
+        swapper._swap_variables()  # noqa: SLF001
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -104,3 +127,20 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 "that epoch was saved and no model was exported. Received: a non-finite loss; "
                 "expected a finite one. Lower --lr (or add --warmup-epochs) and pass --overwrite, "
                 "or rerun as it is to retry from the last finished epoch.")
+
+
+class MidEpochFault(keras.callbacks.Callback):
+    """`fault_point("start of epoch N")`, and `fault_point("mid epoch N")` after the second
+    batch of every epoch N.
+
+    Added only when `RESNET_TF_KILL_AT` is set: a batch hook makes Keras hand every
+    step's logs to Python, which the trainer otherwise avoids.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        fault_point(f"start of epoch {epoch + 1}")
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 1:
+            fault_point(f"mid epoch {self._epoch + 1}")

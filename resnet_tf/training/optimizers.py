@@ -1,4 +1,8 @@
-"""Optimizers with weight decay on kernels only."""
+"""Optimizers with weight decay on kernels only, gradient clipping and weight EMA.
+
+All are Keras' own (`SGD`, `AdamW`, `Adam`, `Lamb`, `use_ema`); this module only
+chooses their arguments.
+"""
 
 import keras
 
@@ -8,22 +12,39 @@ def decayed_variables(model):
     return [v for v in model.trainable_variables if len(v.shape) > 1]
 
 
-def build_optimizer(name, learning_rate, weight_decay, model, momentum=0.9):
-    """SGD with Nesterov momentum, or AdamW; decoupled decay on kernels only.
+def build_optimizer(name, learning_rate, weight_decay, model, momentum=0.9, *,
+                    grad_clip=None, ema=0.0):
+    """SGD with Nesterov momentum, AdamW, Adam or LAMB; decoupled decay on kernels only.
 
     Keras decays decoupled (`w -= lr * weight_decay * w`, outside the momentum). Coupled
     L2 of the same coefficient, as the papers and torchvision apply it, is amplified by
     SGD's momentum to an effective `1 / (1 - momentum)` times that; SGD therefore gets
     `weight_decay / (1 - momentum)` so that `wd=5e-4` means what recipes mean by it.
+
+    Args:
+        grad_clip: optional float. Clip the global gradient norm to this (`global_clipnorm`).
+        ema: float. Keep an exponential moving average of the weights with this decay per
+            step (`use_ema`); 0 for none. `keras.callbacks.SwapEMAWeights` evaluates with it.
     """
+    common = dict(global_clipnorm=grad_clip)
+    if ema:
+        common.update(use_ema=True, ema_momentum=ema)
     if name == "sgd":
         optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=True,
-                                         weight_decay=weight_decay / (1.0 - momentum) or None)
+                                         weight_decay=weight_decay / (1.0 - momentum) or None,
+                                         **common)
+    elif name == "adamw":
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, **common)
+    elif name == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate, weight_decay=weight_decay or None,
+                                          **common)
+    elif name == "lamb":
+        optimizer = keras.optimizers.Lamb(learning_rate, weight_decay=weight_decay or None,
+                                          **common)
     else:
-        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+        raise ValueError(f"Unknown optimizer. Received: name={name!r}; expected one of "
+                         "'sgd', 'adamw', 'adam', 'lamb'.")
     decayed = {id(v) for v in decayed_variables(model)}
     optimizer.exclude_from_weight_decay(
         var_list=[v for v in model.trainable_variables if id(v) not in decayed])
     return optimizer
-
-

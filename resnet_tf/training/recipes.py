@@ -8,56 +8,130 @@ from resnet_tf.errors import ConfigError, check_choice
 from resnet_tf.models.resnet import DEPTHS
 from resnet_tf.schedules import SCHEDULES
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "adamw", "adam", "lamb")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-
-# Defaults per data preset ("cifar": images of 64 px or less). Learning rates are per 256
-# images, scaled by global_batch / 256. SGD weight decay is the L2 coefficient of the
-# papers and torchvision (see `build_optimizer`); AdamW's is its decoupled coefficient.
-RECIPES = {
-    # He et al. 2016 with a 40-epoch cosine schedule; lr 0.4 per 256 and label smoothing
-    # 0.1 won a 9-variant ResNet-20 sweep (benchmarks/CIFAR_RECIPES.md): +0.9 points over
-    # lr 0.2 and no smoothing.
-    "cifar": dict(depth=20, epochs=40, warmup_epochs=1, label_smoothing=0.1,
-                  sgd=(0.4, 5e-4), adamw=(2e-3, 0.05), milestones=(0.5, 0.75)),
-    # Goyal et al. 2017 and "Bag of Tricks" (He et al. 2019): lr 0.1 per 256, 5 warmup
-    # epochs, label smoothing 0.1, no decay on BatchNorm parameters and biases.
-    "imagenet": dict(depth=50, epochs=90, warmup_epochs=5, label_smoothing=0.1,
-                     sgd=(0.1, 1e-4), adamw=(1e-3, 0.05), milestones=(1 / 3, 2 / 3, 8 / 9)),
-}
+LOSSES = ("softmax", "bce")
+AUGMENTS = ("none", "basic", "randaugment", "augmix")
+TTAS = ("none", "flip")
 DEFAULT_VAL_SPLIT = 0.1
 # Above this, one decoded batch no longer fits in memory on the machines this runs on.
 MAX_IMAGE_SIZE = 4096
+# A warmup never takes more than this share of a run (`--epochs 1` keeps a warmup).
+MAX_WARMUP_SHARE = 0.25
+
+
+def _recipe(description, *, depth, epochs, optimizer, lr_wd, warmup_epochs, label_smoothing,
+            milestones=(0.5, 0.75), augment="basic", mixup=0.0, cutmix=0.0, random_erasing=0.0,
+            ema=0.0, loss="softmax", grad_clip=None, stem=None, preset=None):
+    return dict(description=description, depth=depth, epochs=epochs, optimizer=optimizer,
+                lr_wd=lr_wd, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
+                milestones=milestones, augment=augment, mixup=mixup, cutmix=cutmix,
+                random_erasing=random_erasing, ema=ema, loss=loss, grad_clip=grad_clip,
+                stem=stem, preset=preset)
+
+
+# Named, reproducible recipes. Learning rates are per 256 images (scaled by
+# global_batch / 256); `lr_wd` gives (lr, weight decay) per optimizer, so `--optimizer`
+# alone picks sensible values. SGD weight decay is the L2 coefficient of the papers and
+# torchvision (see `build_optimizer`); the others' is their decoupled coefficient.
+# Without --recipe: "cifar" for images of 64 px or less, else "imagenet".
+_LR_WD_CIFAR = {"sgd": (0.4, 5e-4), "adamw": (2e-3, 0.05), "adam": (1e-3, 0.0), "lamb": (5e-3, 0.02)}
+RECIPES = {
+    "cifar": _recipe(
+        "He et al. 2016 on a 40-epoch cosine schedule; lr 0.4 per 256 and label smoothing "
+        "0.1 won a 9-variant ResNet-20 sweep (benchmarks/results/CIFAR_RECIPES.md)",
+        depth=20, epochs=40, optimizer="sgd", lr_wd=_LR_WD_CIFAR, warmup_epochs=1,
+        label_smoothing=0.1, preset="cifar"),
+    "cifar-long": _recipe(
+        "the 200-epoch CIFAR schedule of the ResNet-18 literature: SGD lr 0.1 at batch 128, "
+        "wd 5e-4, cosine",
+        depth=18, epochs=200, optimizer="sgd",
+        lr_wd={**_LR_WD_CIFAR, "sgd": (0.2, 5e-4)}, warmup_epochs=1, label_smoothing=0.0,
+        stem="cifar", preset="cifar"),
+    "imagenet": _recipe(
+        "Goyal et al. 2017 and Bag of Tricks (He et al. 2019): lr 0.1 per 256, 5 warmup "
+        "epochs, label smoothing 0.1, no decay on BatchNorm parameters and biases",
+        depth=50, epochs=90, optimizer="sgd",
+        lr_wd={"sgd": (0.1, 1e-4), "adamw": (1e-3, 0.05), "adam": (1e-3, 0.0),
+               "lamb": (1e-3, 0.02)},
+        warmup_epochs=5, label_smoothing=0.1, milestones=(1 / 3, 2 / 3, 8 / 9),
+        preset="imagenet"),
+    "torchvision-v2": _recipe(
+        "torchvision's recipe behind ResNet-50 IMAGENET1K_V2 (80.86 %): 600 epochs, SGD lr "
+        "0.5 at batch 1024, wd 2e-5, 5 warmup epochs, label smoothing 0.1, MixUp 0.2, "
+        "CutMix 1.0, random erasing 0.1, EMA (every 32 steps, 0.99998 adjusted: 0.99997 per "
+        "step here); TrivialAugmentWide -> RandAugment (Keras has no TrivialAugment); "
+        "its 176 px train / 224 px test sizes and repeated augmentation are not reproduced",
+        depth=50, epochs=600, optimizer="sgd",
+        lr_wd={"sgd": (0.125, 2e-5), "adamw": (1e-3, 0.05), "adam": (1e-3, 0.0),
+               "lamb": (1e-3, 0.02)},
+        warmup_epochs=5, label_smoothing=0.1, augment="randaugment", mixup=0.2, cutmix=1.0,
+        random_erasing=0.1, ema=0.99997, preset="imagenet"),
+    "rsb-a3": _recipe(
+        "timm's ResNet strikes back A3 (Wightman et al. 2021): 100 epochs, LAMB lr 8e-3 at "
+        "batch 2048, wd 0.02, 5 warmup epochs, BCE loss, RandAugment m6, MixUp 0.1, CutMix "
+        "1.0, no label smoothing; its 160 px train / 224 px test sizes are not reproduced",
+        depth=50, epochs=100, optimizer="lamb",
+        lr_wd={"sgd": (0.1, 1e-4), "adamw": (1e-3, 0.05), "adam": (1e-3, 0.0),
+               "lamb": (1e-3, 0.02)},
+        warmup_epochs=5, label_smoothing=0.0, augment="randaugment", mixup=0.1, cutmix=1.0,
+        loss="bce", preset="imagenet"),
+}
+
+
+def default_recipe(preset):
+    """The recipe used without --recipe: "cifar" for small images, else "imagenet"."""
+    return "cifar" if preset == "cifar" else "imagenet"
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """What defines a run: two runs with equal resolved configs are the same run.
 
-    `None` means the recipe's default for the data (see `RECIPES`); `lr` is per 256
-    images; `milestones` are epochs (step schedule); `val_split` applies only when the
-    data has no validation split of its own.
+    `None` means the recipe's default (see `RECIPES`; without `recipe`, "cifar" for
+    images of 64 px or less, else "imagenet"); `lr` is per 256 images; `milestones` are
+    epochs (step schedule); `val_split` applies only when the data has no validation
+    split of its own. Architecture fields left None take `build_resnet`'s defaults.
     """
 
+    recipe: str | None = None
     depth: int | None = None
     variant: str | None = None
     stem: str | None = None
+    shortcut: str | None = None
+    groups: int | None = None
+    width_per_group: int | None = None
+    width_multiplier: float | None = None
+    se_ratio: float | None = None
+    stochastic_depth: float | None = None
+    zero_init_residual: bool | None = None
+    dropout: float | None = None
+    weights: str | None = None
+    freeze_epochs: int | None = None
+    finetune_lr: float | None = None
     dataset: str = "cifar10"
     data_dir: str | None = None
     val_dir: str | None = None
     val_split: float | None = None
     image_size: int | None = None
-    augment: bool = True
+    augment: str | None = None
+    mixup: float | None = None
+    cutmix: float | None = None
+    random_erasing: float | None = None
     epochs: int | None = None
     batch_size: int = 128
-    optimizer: str = "sgd"
+    optimizer: str | None = None
     lr: float | None = None
     momentum: float = 0.9
     wd: float | None = None
     label_smoothing: float | None = None
+    loss: str | None = None
+    grad_clip: float | None = None
+    ema: float | None = None
     schedule: str = "cosine"
     warmup_epochs: float | None = None
     milestones: tuple | None = None
+    tta: str = "none"
     precision: str = "auto"
     seed: int = 0
     deterministic: bool = False
@@ -83,36 +157,55 @@ class RunOptions:
 
 def check_config(config, options=RunOptions()):
     """Rejects what can be rejected without TensorFlow or data; raises `ConfigError`."""
+    if config.recipe is not None:
+        check_choice("recipe", config.recipe, tuple(RECIPES), error=ConfigError)
     if config.depth is not None:
         check_choice("depth", config.depth, DEPTHS, error=ConfigError)
     for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
-                          ("precision", PRECISIONS)):
-        if getattr(config, name) not in allowed:
+                          ("precision", PRECISIONS), ("loss", LOSSES), ("tta", TTAS)):
+        value = getattr(config, name)
+        if value is not None and value not in allowed:
             raise ConfigError(f"--{name} must be one of {', '.join(allowed)}; "
-                              f"received {getattr(config, name)!r}.")
-    for name in ("epochs", "batch_size", "image_size"):
+                              f"received {value!r}.")
+    augment = _augment_policy(config.augment)
+    if augment is not None and augment not in AUGMENTS:
+        raise ConfigError(f"--augment must be one of {', '.join(AUGMENTS)}; received {augment!r}.")
+    for name in ("epochs", "batch_size", "image_size", "groups", "width_per_group"):
         value = getattr(config, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{_flag(name)} must be a positive integer; received {value}.")
+    if config.freeze_epochs is not None and config.freeze_epochs < 0:
+        raise ConfigError(f"--freeze-epochs must be >= 0; received {config.freeze_epochs}.")
     if config.image_size is not None and config.image_size > MAX_IMAGE_SIZE:
         raise ConfigError(f"--image-size is too large. Received: --image-size {config.image_size}; "
                           f"expected at most {MAX_IMAGE_SIZE} pixels.")
     if not 0 <= config.seed < 2**32:
         raise ConfigError(f"--seed is out of range. Received: --seed {config.seed}; expected an "
                           f"integer from 0 to {2**32 - 1}.")
-    for name in ("lr", "wd", "label_smoothing", "val_split", "momentum", "warmup_epochs"):
+    floats = ("lr", "wd", "label_smoothing", "val_split", "momentum", "warmup_epochs", "mixup",
+              "cutmix", "random_erasing", "ema", "grad_clip", "width_multiplier", "se_ratio",
+              "stochastic_depth", "dropout", "finetune_lr")
+    for name in floats:
         value = getattr(config, name)
         if value is not None and not math.isfinite(value):
             raise ConfigError(f"--{_flag(name)} must be a finite number. Received: "
                               f"--{_flag(name)} {value}; expected a number such as 0.1.")
-    if config.lr is not None and not config.lr > 0:
-        raise ConfigError(f"--lr must be positive; received {config.lr}.")
-    for name, value, low, high in (("wd", config.wd, 0, math.inf),
-                                   ("label-smoothing", config.label_smoothing, 0, 1),
-                                   ("val-split", config.val_split, 0, 1),
-                                   ("momentum", config.momentum, 0, 1)):
+    for name in ("lr", "grad_clip", "width_multiplier", "finetune_lr"):
+        value = getattr(config, name)
+        if value is not None and not value > 0:
+            raise ConfigError(f"--{_flag(name)} must be positive; received {value}.")
+    for name, low, high in (("wd", 0, math.inf), ("label_smoothing", 0, 1), ("val_split", 0, 1),
+                            ("momentum", 0, 1), ("mixup", 0, math.inf), ("cutmix", 0, math.inf),
+                            ("se_ratio", 0, 1), ("stochastic_depth", 0, 1), ("dropout", 0, 1)):
+        value = getattr(config, name)
         if value is not None and not low <= value < high:
-            raise ConfigError(f"--{name} must be in [{low}, {high}); received {value}.")
+            raise ConfigError(f"--{_flag(name)} must be in [{low}, {high}); received {value}.")
+    if config.random_erasing is not None and not 0 <= config.random_erasing <= 1:
+        raise ConfigError("--random-erasing is a probability. Received: --random-erasing "
+                          f"{config.random_erasing}; expected a number from 0 to 1.")
+    if config.ema is not None and config.ema != 0 and not 0 < config.ema < 1:
+        raise ConfigError(f"--ema is a decay per step. Received: --ema {config.ema}; expected a "
+                          "number strictly between 0 and 1, such as 0.999 (or 0 for none).")
     if config.warmup_epochs is not None and config.warmup_epochs < 0:
         raise ConfigError(f"--warmup-epochs must be >= 0; received {config.warmup_epochs}.")
     for flag, path in (("--data-dir", config.data_dir), ("--val-dir", config.val_dir)):
@@ -127,24 +220,42 @@ def check_config(config, options=RunOptions()):
                           f"received {options.steps_per_execution}.")
 
 
+def _augment_policy(augment):
+    """`True`/`False` (the flag of earlier versions) as the policy names they meant."""
+    if augment is True:
+        return "basic"
+    if augment is False:
+        return "none"
+    return augment
+
+
 def resolve_config(config, preset, image_size):
-    """The config with every default filled in for data of `preset` and `image_size`."""
-    recipe = RECIPES[preset]
+    """The config with every default filled in from its recipe for data of `preset`."""
+    name = config.recipe or default_recipe(preset)
+    recipe = RECIPES[name]
     resolved = dataclasses.asdict(config)
-    lr, wd = recipe[config.optimizer]
+    optimizer = config.optimizer or recipe["optimizer"]
+    lr, wd = recipe["lr_wd"][optimizer]
     epochs = config.epochs or recipe["epochs"]
     warmup = config.warmup_epochs
     if warmup is None:
-        warmup = recipe["warmup_epochs"] if recipe["warmup_epochs"] < epochs else 0
+        # Scaled to short runs rather than dropped: `--epochs 1` keeps a quarter-epoch warmup.
+        warmup = min(recipe["warmup_epochs"], MAX_WARMUP_SHARE * epochs)
     elif warmup >= epochs:
         raise ConfigError(f"--warmup-epochs ({warmup:g}) must be less than --epochs ({epochs}).")
     milestones = config.milestones
     if milestones is None:
         milestones = [round(f * epochs) for f in recipe["milestones"]]
+
+    def pick(field):
+        value = getattr(config, field)
+        return recipe[field] if value is None else value
+
     resolved.update(
+        recipe=name,
         depth=config.depth or recipe["depth"],
-        stem=config.stem or ("cifar" if preset == "cifar" else
-                             "deep" if config.variant == "d" else "imagenet"),
+        stem=config.stem or recipe["stem"] or ("cifar" if preset == "cifar" else
+                                               "deep" if config.variant == "d" else "imagenet"),
         # The dataset name is ignored when images come from a folder.
         dataset=None if config.data_dir else config.dataset,
         data_dir=config.data_dir and os.path.abspath(config.data_dir),
@@ -153,14 +264,49 @@ def resolve_config(config, preset, image_size):
         image_size=image_size,
         preset=preset,
         epochs=epochs,
+        optimizer=optimizer,
         lr=lr if config.lr is None else config.lr,
         wd=wd if config.wd is None else config.wd,
-        label_smoothing=(recipe["label_smoothing"] if config.label_smoothing is None
-                         else config.label_smoothing),
+        label_smoothing=pick("label_smoothing"),
+        augment=_augment_policy(config.augment) or recipe["augment"],
+        mixup=pick("mixup"),
+        cutmix=pick("cutmix"),
+        random_erasing=pick("random_erasing"),
+        ema=pick("ema"),
+        loss=pick("loss"),
+        grad_clip=pick("grad_clip"),
         warmup_epochs=warmup,
         milestones=sorted(int(m) for m in milestones),
     )
     return resolved
+
+
+def augmentation(config):
+    """The augmentation a run uses, known before its data is loaded: the flags, else the
+    recipe's (both default recipes, "cifar" and "imagenet", use "basic" and nothing more).
+    """
+    recipe = RECIPES[config.recipe or "cifar"]
+    policy = _augment_policy(config.augment) or recipe["augment"]
+    return {"augment": policy,
+            **{name: recipe[name] if getattr(config, name) is None else getattr(config, name)
+               for name in ("mixup", "cutmix", "random_erasing")}}
+
+
+def model_kwargs(resolved):
+    """`build_resnet` keyword arguments from a resolved config (None: the builder's default)."""
+    names = {"variant": "variant", "stem": "stem", "shortcut": "shortcut", "groups": "groups",
+             "width_per_group": "width_per_group", "width_multiplier": "width_multiplier",
+             "se_ratio": "se_ratio", "stochastic_depth": "stochastic_depth_rate",
+             "zero_init_residual": "zero_init_residual", "dropout": "dropout"}
+    return {arg: resolved[key] for key, arg in names.items() if resolved.get(key) is not None}
+
+
+def describe_recipe(resolved):
+    """The resolved values as `--print-recipe` prints them, one `name: value` per line."""
+    recipe = RECIPES[resolved["recipe"]]
+    lines = [f"recipe: {resolved['recipe']} ({recipe['description']})"]
+    lines += [f"{key}: {value}" for key, value in resolved.items() if key != "recipe"]
+    return "\n".join(lines)
 
 
 def default_run_name(depth, dataset=None, data_dir=None):

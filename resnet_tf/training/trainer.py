@@ -18,7 +18,7 @@ import keras
 
 from resnet_tf.data import load_data
 from resnet_tf.errors import ConfigError
-from resnet_tf.files import write_json, write_text
+from resnet_tf.files import fault_point, write_json, write_text
 from resnet_tf.metrics import evaluate_model
 from resnet_tf.models.resnet import build_resnet, default_variant
 from resnet_tf.runs import RunDirectory, read_class_names
@@ -26,6 +26,7 @@ from resnet_tf.schedules import WarmupSchedule
 from resnet_tf.training.callbacks import (
     AtomicBackupAndRestore,
     EpochScalars,
+    MidEpochFault,
     RunRecorder,
     StopOnNonFiniteLoss,
 )
@@ -41,8 +42,10 @@ from resnet_tf.training.optimizers import build_optimizer
 from resnet_tf.training.recipes import (
     DEFAULT_VAL_SPLIT,
     RunOptions,
+    augmentation,
     check_config,
     default_out,
+    model_kwargs,
     resolve_config,
 )
 
@@ -68,7 +71,6 @@ def train(config, options=RunOptions()):
         done = _prepare_run(RunDirectory(out), config, options)
         if done is not None:
             return done
-        check_export_target(options, RunDirectory(out))
 
     strategy = make_strategy(options.devices)
     replicas = strategy.num_replicas_in_sync
@@ -86,15 +88,14 @@ def train(config, options=RunOptions()):
         config.dataset, data_dir=config.data_dir, val_dir=config.val_dir,
         val_split=DEFAULT_VAL_SPLIT if config.val_split is None else config.val_split,
         image_size=config.image_size, batch_size=config.batch_size, seed=config.seed,
-        deterministic=config.deterministic, augment=config.augment,
-        tfds_dir=options.tfds_dir, manual_dir=options.manual_dir)
+        deterministic=config.deterministic, tfds_dir=options.tfds_dir,
+        manual_dir=options.manual_dir, **_augment_args(augmentation(config)))
     resolved = resolve_config(config, data.preset, data.image_size)
     run = RunDirectory(out or default_out(resolved["depth"], config))
     if out is None:
         done = _prepare_run(run, config, options, resolved)
         if done is not None:
             return done
-        check_export_target(options, run)
     chief = is_chief(strategy)
     multi_worker = strategy_name(strategy) == "MultiWorkerMirroredStrategy"
     if chief and options.overwrite:
@@ -129,21 +130,31 @@ def train(config, options=RunOptions()):
         backup = os.path.join(backup, f"worker-{strategy.cluster_resolver.task_id}")
     monitor = "val_accuracy" if data.val is not None else "accuracy"
     # The divergence check comes first: a non-finite epoch is neither recorded nor backed up.
+    ema = bool(resolved["ema"])
     callbacks = [StopOnNonFiniteLoss(), AtomicBackupAndRestore(backup, delete_checkpoint=False)]
     if chief:
-        callbacks = [callbacks[0], RunRecorder(run, monitor), *callbacks[1:],
+        callbacks = [callbacks[0], RunRecorder(run, monitor, ema=ema), *callbacks[1:],
                      EpochScalars(run.file("logs"))]
-    train_ds = _one_hot(data.train, len(data.class_names))
-    val_ds = None if data.val is None else _one_hot(data.val, len(data.class_names))
+    if ema:  # validation on the EMA weights
+        callbacks.insert(1, keras.callbacks.SwapEMAWeights())
+    if os.environ.get("RESNET_TF_KILL_AT"):
+        callbacks.append(MidEpochFault())
+    classes = len(data.class_names)
+    train_ds = data.train if getattr(data, "one_hot_labels", False) else _one_hot(data.train, classes)
+    val_ds = None if data.val is None else _one_hot(data.val, classes)
     if multi_worker:
         work_around_keras_multi_worker(model, strategy, train_ds)
     verbose = options.verbose if options.verbose is not None else (1 if sys.stdout.isatty() else 2)
     model.fit(train_ds, validation_data=val_ds, epochs=resolved["epochs"],
               callbacks=callbacks, verbose=verbose, shuffle=False)
+    if ema:  # from here on the model is its EMA weights: final metrics and export
+        model.optimizer.finalize_variable_values(model.trainable_variables)
     if not chief:
         return None
-    metrics = _final_metrics(model, data, run.read_history(), monitor)
+    fault_point("final evaluation")
+    metrics = _final_metrics(model, data, run.read_history(), monitor, resolved["tta"])
     write_json(run.file("metrics.json"), metrics)
+    fault_point("before complete")
     write_json(run.file("config.json"),
                {"config": resolved, "status": "complete", "runtime": runtime})
     shutil.rmtree(run.file("backup"), ignore_errors=True)
@@ -155,19 +166,27 @@ def _compiled_model(resolved, data, peak_lr, options):
     """The model, compiled with the recipe's optimizer, loss and metrics."""
     classes = len(data.class_names)
     steps = data.train_examples // resolved["batch_size"]
+    bce = resolved["loss"] == "bce"
     model = build_resnet(
-        resolved["depth"], variant=resolved["variant"], stem=resolved["stem"],
-        input_shape=(data.image_size, data.image_size, 3), classes=classes)
+        resolved["depth"], input_shape=(data.image_size, data.image_size, 3), classes=classes,
+        # BCE trains logits through a sigmoid; exports and evaluation add a softmax.
+        classifier_activation=None if bce else "softmax", **model_kwargs(resolved))
     schedule = WarmupSchedule(
         peak_lr,
         total_steps=resolved["epochs"] * steps,
         warmup_steps=round(resolved["warmup_epochs"] * steps),
         decay=resolved["schedule"],
         milestones=[m * steps for m in resolved["milestones"]])
+    if bce:
+        loss = keras.losses.BinaryCrossentropy(from_logits=True,
+                                               label_smoothing=resolved["label_smoothing"])
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=resolved["label_smoothing"])
     model.compile(
         optimizer=build_optimizer(resolved["optimizer"], schedule, resolved["wd"], model,
-                                  resolved["momentum"]),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=resolved["label_smoothing"]),
+                                  resolved["momentum"], grad_clip=resolved["grad_clip"],
+                                  ema=resolved["ema"]),
+        loss=loss,
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                  keras.metrics.TopKCategoricalAccuracy(min(5, classes), name="top5")],
         # XLA pays off on GPUs; on CPUs it made ResNet training slower.
@@ -177,9 +196,9 @@ def _compiled_model(resolved, data, peak_lr, options):
     return model
 
 
-def _final_metrics(model, data, history, monitor):
+def _final_metrics(model, data, history, monitor, tta="none"):
     if data.val is not None:
-        metrics = evaluate_model(model, data.val, data.class_names)
+        metrics = evaluate_model(model, data.val, data.class_names, tta=tta)
         print(f"Validation: top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f} "
               f"on {metrics['examples']} images.", flush=True)
     else:
@@ -216,6 +235,14 @@ def _prepare_run(run, config, options, resolved=None):
     return None
 
 
+def _augment_args(augmentation):
+    args = {"augment": augmentation["augment"] != "none"}
+    if augmentation["augment"] not in ("none", "basic"):
+        args["augment"] = augmentation["augment"]
+    args.update({k: v for k, v in augmentation.items() if k != "augment" and v})
+    return args
+
+
 def _check_resumable(run, class_names):
     """Refuses to resume a run whose finished epochs cannot be continued, before writing.
 
@@ -226,9 +253,12 @@ def _check_resumable(run, class_names):
     if old is None:
         return
     history = run.read_history()
-    state = run.backup_state()
-    if history and state != "ok":
-        reason = "there is no backup state (backup/ is missing)" if state == "missing" else state
+    state, backed_up = run.backup_state()
+    # The recorder writes an epoch's row just before the backup: one row more is a kill
+    # in between, and that epoch is simply run again.
+    if state != "ok" and state != "missing" or len(history) > backed_up + 1:
+        reason = {"missing": "there is no backup state (backup/ is missing)",
+                  "ok": f"its backup state holds only {backed_up}"}.get(state, state)
         raise ConfigError(
             f"--out {run.path} holds {len(history)} finished epoch(s) but {reason}, so the run "
             "cannot resume where it stopped; pass --overwrite to start it again, or choose "
@@ -242,16 +272,6 @@ def _check_resumable(run, class_names):
             f"{len(class_names)} classes (not in the run: {only_data}); expected the run's "
             f"{len(stored)} classes (missing from the data: {only_run}). Pass --overwrite to "
             "start again, or choose another --out.")
-
-
-def check_export_target(options, run):
-    """Finds an unusable --export-dir before training rather than after."""
-    if not options.export:
-        return
-    target = options.export_dir
-    if target and os.path.exists(target) and not os.path.isdir(target):
-        raise ConfigError(f"--export-dir must be a folder. Received: --export-dir {target}, "
-                          "which is a file; expected a folder or a path to create one.")
 
 
 def _one_hot(dataset, classes):
@@ -268,17 +288,24 @@ def _tf_version():
 
 
 def _print_config(c, r, precision_reason, path):
-    decay = "SGD" if c["optimizer"] == "sgd" else "AdamW"
+    decay = "SGD L2" if c["optimizer"] == "sgd" else c["optimizer"]
     if c["schedule"] == "cosine":
         schedule = "cosine"
     else:
         schedule = f"step x0.1 at epochs {', '.join(map(str, c['milestones']))}"
     data = c["data_dir"] or c["dataset"]
+    architecture = ", ".join(f"{k} {v}" for k, v in model_kwargs(c).items()
+                             if k not in ("variant", "stem")) or "builder defaults"
+    augment = [c["augment"]] + [f"{k} {c[k]:g}" for k in ("mixup", "cutmix", "random_erasing")
+                                if c[k]]
     lines = [
+        ("recipe", c["recipe"]),
         ("model", f"{r['model']} (depth {c['depth']}, variant {c['variant'] or default_variant(c['depth'])}, "
                   f"stem {c['stem']}), {r['parameters']:,} parameters"),
+        ("architecture", architecture),
         ("data", f"{data}: {r['train_examples']} train / {r['val_examples']} val images, "
                  f"{r['classes']} classes, {c['image_size']} px, preset {c['preset']}"),
+        ("augmentation", ", ".join(augment)),
         ("precision", f"{r['precision']} ({precision_reason})"),
         ("strategy", f"{r['strategy']}, {r['replicas']} replica(s)"),
         ("batch", f"{r['global_batch']} global, {r['per_replica_batch']} per replica, "
@@ -287,10 +314,14 @@ def _print_config(c, r, precision_reason, path):
                           f"{r['global_batch']}/256), {schedule}, "
                           f"{c['warmup_epochs']:g} warmup epoch(s)"),
         ("optimizer", f"{c['optimizer']}" + (f" nesterov momentum {c['momentum']:g}"
-                                             if c["optimizer"] == "sgd" else "")),
+                                             if c["optimizer"] == "sgd" else "")
+         + (f", gradient norm clipped at {c['grad_clip']:g}" if c["grad_clip"] else "")
+         + (f", weight EMA {c['ema']:g}" if c["ema"] else "")),
         ("weight decay", f"{c['wd']:g} ({decay}; not on BatchNorm parameters or biases)"),
-        ("label smoothing", f"{c['label_smoothing']:g}"),
+        ("loss", f"{'binary cross-entropy' if c['loss'] == 'bce' else 'softmax cross-entropy'}, "
+                 f"label smoothing {c['label_smoothing']:g}"),
         ("epochs", f"{c['epochs']}"),
+        ("evaluation", "flip test-time augmentation" if c["tta"] == "flip" else "single view"),
         ("seed", f"{c['seed']}{' (deterministic)' if c['deterministic'] else ''}"),
         ("run directory", path),
     ]

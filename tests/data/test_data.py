@@ -1,6 +1,8 @@
 """resnet_tf.data: folder listing, decoding, preprocessing, pipelines and every DataError."""
 
 import importlib
+import importlib.util
+import os
 import sys
 import tarfile
 import time
@@ -15,7 +17,7 @@ from resnet_tf import data
 from resnet_tf.data import DataError, load_data
 
 CIFAR_TAR = Path(__file__).parents[3] / "shared/data/cifar10/train.tar.gz"
-CIFAR_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def write_image(path, pixels):
@@ -107,6 +109,116 @@ def test_folder_errors_name_the_problem(tmp_path, layout, message):
     with pytest.raises(DataError, match=message) as error:
         load_data(data_dir=root)
     assert str(root) in str(error.value)
+
+
+def test_one_class_folder_is_a_data_error(tmp_path):
+    root = make_folder(tmp_path / "images", {"cat": 4})
+    with pytest.raises(DataError) as error:
+        load_data(data_dir=root, batch_size=2)
+    assert str(error.value) == (f"Too few classes to train. Received: 1 class folder ('cat') in "
+                                f"'{root}'; expected at least 2.")
+
+
+# --- Links: each real file once, never in training and validation both ---------------------
+
+
+def relative(files, root):
+    return [Path(f).relative_to(root).as_posix() for f in files]
+
+
+def test_a_link_loop_lists_each_file_once_in_its_own_class(tmp_path, recwarn):
+    root = make_folder(tmp_path / "data", {"cat": 3, "dog": 2})
+    (root / "cat" / "up").symlink_to("..")  # ln -s .. data/cat/up: a loop through the root
+    (root / "dog" / "cats").symlink_to("../cat")  # another class's folder
+    (root / "dog" / "self").symlink_to(".")  # a loop inside the class
+    write_image(tmp_path / "outside" / "000.png", solid(8 * 20))
+    (root / "dog" / "more").symlink_to(tmp_path / "outside")  # outside the root: followed
+
+    files, labels, class_names = data.list_image_folder(root)
+
+    assert class_names == ["cat", "dog"]
+    assert relative(files, root) == ["cat/000.png", "cat/001.png", "cat/002.png",
+                                     "dog/000.png", "dog/001.png", "dog/more/000.png"]
+    assert labels == [0, 0, 0, 1, 1, 1]
+    assert not [w for w in recwarn if "reachable by more than one path" in str(w.message)]
+
+    result = load_data(data_dir=root, val_split=0.4, batch_size=1, augment=False)
+    train, val = image_ids(result.train), image_ids(result.val)
+    assert (result.train_examples, result.val_examples) == (4, 2)
+    assert sorted(train + val) == [0, 1, 2, 3, 4, 20] and not set(train) & set(val)
+
+
+def test_a_file_linked_into_another_class_is_used_once_in_its_own(tmp_path):
+    root = make_folder(tmp_path / "data", {"cat": 2, "dog": 2})
+    (root / "cat" / "borrowed.png").symlink_to(root / "dog" / "000.png")
+
+    with pytest.warns(UserWarning, match=r"1 image file\(s\) in .* are reachable by more "
+                                         r"than one path \(e\.g\. '.*cat/borrowed\.png'\)"):
+        files, labels, _ = data.list_image_folder(root)
+
+    assert relative(files, root) == ["cat/000.png", "cat/001.png", "dog/000.png", "dog/001.png"]
+    assert labels == [0, 0, 1, 1]
+
+
+def test_broken_links_are_skipped(tmp_path):
+    root = make_folder(tmp_path / "data", {"cat": 1, "dog": 1})
+    (root / "cat" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (root / "dog" / "gone").symlink_to(tmp_path / "deleted_folder")
+
+    files, labels, _ = data.list_image_folder(root)
+    assert relative(files, root) == ["cat/000.png", "dog/000.png"]
+    assert relative(data.image_files([root / "cat"]), root) == ["cat/000.png"]
+    assert load_data(data_dir=root, batch_size=1).skipped_files == 0
+
+
+def test_val_dir_files_are_left_out_of_training(tmp_path):
+    train = make_folder(tmp_path / "train", {"cat": 3, "dog": 3})
+    val = tmp_path / "val"
+    write_image(val / "cat" / "own.png", solid(8 * 25))
+    (val / "cat" / "linked.png").symlink_to(train / "cat" / "001.png")
+    (val / "dog").mkdir()
+    os.link(train / "dog" / "002.png", val / "dog" / "hardlinked.png")
+
+    with pytest.warns(UserWarning, match=r"2 image file\(s\) of .*train' are also in the "
+                                         r"validation folder .*val' \(e\.g\. '.*cat/001\.png'\); "
+                                         r"they are used for validation only"):
+        result = load_data(data_dir=train, val_dir=val, batch_size=1, augment=False)
+
+    assert (result.train_examples, result.val_examples) == (4, 3)
+    assert sorted(image_ids(result.train)) == [0, 2, 3, 4]
+    assert sorted(image_ids(result.val)) == [1, 5, 25]
+
+    with pytest.raises(DataError, match=r"The validation folder holds every training image\. "
+                                        r"Received: val_dir=.* with all 6 images of data_dir="):
+        load_data(data_dir=train, val_dir=train, batch_size=1)
+
+
+# --- Image size: the data's own, unless no size is common ----------------------------------
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["in-memory", "streamed"])
+def test_a_few_odd_sized_images_keep_the_datas_size_and_recipe(tmp_path, cache):
+    root = make_folder(tmp_path, {"a": 4, "b": 4}, size=16)
+    write_image(root / "a" / "odd.png", solid(8 * 30, 24)[:, :20])
+    write_image(root / "b" / "odd2.jpg", solid(8 * 31, 9))
+
+    warned = (r"2 of 10 sampled images are not 16x16 like the others and are resized to it: "
+              if not cache else r"2 images are not 16x16 like the others and are resized to it: ")
+    with pytest.warns(UserWarning, match=warned + r"a/odd\.png, b/odd2\.jpg$"):
+        result = load_data(data_dir=root, batch_size=2, augment=False, cache=cache)
+
+    assert (result.image_size, result.preset, result.train_examples) == (16, "cifar", 10)
+    batches = list(result.train)
+    assert all(images.shape[1:] == (16, 16, 3) for images, _ in batches)
+    assert sorted(image_ids(result.train)) == [0, 1, 2, 3, 4, 5, 6, 7, 30, 31]
+
+
+def test_one_odd_image_is_named_in_the_singular(tmp_path):
+    root = make_folder(tmp_path, {"a": 2, "b": 2}, size=16)
+    write_image(root / "b" / "odd.png", solid(0, 8))
+    with pytest.warns(UserWarning, match=r"^1 image is not 16x16 like the others and is "
+                                         r"resized to it: b/odd\.png$"):
+        assert load_data(data_dir=root, batch_size=2).image_size == 16
 
 
 # --- Decoding -----------------------------------------------------------------------------
@@ -234,7 +346,7 @@ def test_invalid_val_split_is_a_data_error(tmp_path, val_split):
 
 
 def test_no_val_split_means_no_validation_set(tmp_path):
-    result = load_data(data_dir=make_folder(tmp_path, {"a": 2}), val_split=0, batch_size=2)
+    result = load_data(data_dir=make_folder(tmp_path, {"a": 2, "b": 1}), val_split=0, batch_size=2)
     assert result.val is None and result.val_examples == 0
 
 
@@ -262,7 +374,7 @@ def test_mixed_sizes_default_to_224_and_any_size_can_be_asked_for(tmp_path):
 
 def test_mixed_sizes_train_with_the_imagenet_preset(tmp_path):
     write_image(tmp_path / "a" / "wide.jpg", np.zeros((40, 80, 3), np.uint8))
-    write_image(tmp_path / "a" / "tall.jpg", np.zeros((90, 30, 3), np.uint8))
+    write_image(tmp_path / "b" / "tall.jpg", np.zeros((90, 30, 3), np.uint8))
 
     result = load_data(data_dir=tmp_path, batch_size=2, image_size=72)
 
@@ -316,8 +428,34 @@ def test_unprepared_tfds_dataset_fails_fast_with_a_way_out(tmp_path):
         load_data("cifar10", tfds_dir=str(tmp_path))
     assert time.monotonic() - start < 15
     message = str(error.value)
-    assert message.startswith("Could not load TFDS dataset 'cifar10' (not prepared in ")
+    if importlib.util.find_spec("importlib_resources") is None:  # TFDS cannot even start
+        assert message.startswith("TFDS could not be imported (No module named "
+                                  "'importlib_resources'); install it with pip install")
+    else:
+        assert message.startswith("Could not load TFDS dataset 'cifar10' (not prepared in ")
     assert "--data-dir PATH" in message and "--dataset synthetic" in message
+
+
+def test_a_missing_tfds_dependency_is_not_reported_as_a_download_failure(monkeypatch, tmp_path):
+    import tensorflow_datasets as tfds
+
+    class Unprepared:
+        data_dir = str(tmp_path)
+
+        def is_prepared(self):
+            return False
+
+        def download_and_prepare(self, **unused):  # TFDS imports parts of itself lazily
+            raise ModuleNotFoundError("No module named 'importlib_resources'",
+                                      name="importlib_resources")
+
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir=None: Unprepared())
+    with pytest.raises(DataError) as error:
+        load_data("cifar10", tfds_dir=str(tmp_path))
+    assert str(error.value) == (
+        "TFDS could not be imported (No module named 'importlib_resources'); install it with "
+        "pip install importlib_resources, or pass --data-dir PATH (a folder with one "
+        "sub-folder per class) or --dataset synthetic.")
 
 
 def test_unknown_tfds_name_is_a_data_error(tmp_path):

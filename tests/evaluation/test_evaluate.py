@@ -198,3 +198,109 @@ def test_python_m_resnet_tf_dispatches_with_exit_status_and_no_traceback(tmp_pat
     errors = [l for l in result.stderr.splitlines() if l.startswith("resnet-evaluate: error:")]
     assert len(errors) == 1 and "missing.keras' does not exist" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+# --- Damaged models, unusable --out, links -----------------------------------------------------
+
+
+def _base_with_versions(run, tmp_path, *damages):
+    """A model base folder: version 1 as exported, then one version per damage."""
+    import shutil
+
+    exported = run[0] / "export" / "tiny" / "1"
+    base = tmp_path / "models"
+    shutil.copytree(exported, base / "1")
+    for version, damage in enumerate(damages, 2):
+        folder = base / str(version)
+        shutil.copytree(exported, folder)
+        pb = (folder / "saved_model.pb").read_bytes()
+        if damage == "truncated":
+            (folder / "saved_model.pb").write_bytes(pb[: len(pb) // 2])
+        elif damage == "unloadable":  # whole as a file, but no graph TF can load
+            (folder / "saved_model.pb").write_bytes(b"\x08\x01\x12\x04\xff\xff\xff\xff")
+    return base
+
+
+def test_a_half_written_newer_version_is_passed_over(run, images, tmp_path, capsys):
+    base = _base_with_versions(run, tmp_path, "truncated")
+    out = tmp_path / "eval"
+    with pytest.warns(UserWarning, match=r"Skipped incomplete version\(s\) 2 .*; using version 1"):
+        assert evaluate_cli.evaluate_main([str(base), "--data-dir", str(images), "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["model"] == str(base / "1")
+    with pytest.warns(UserWarning, match="using version 1"):
+        assert evaluate_cli.predict_main([str(base), str(images / "cat" / "0.png")]) == 0
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("damage", ["truncated", "unloadable"])
+def test_a_broken_saved_model_is_one_error_line(run, images, tmp_path, capsys, damage):
+    import shutil
+
+    base = _base_with_versions(run, tmp_path, damage)
+    shutil.rmtree(base / "1")
+    expected = {"truncated": f"'{base}' is not a SavedModel: expected a folder with saved_model.pb",
+                "unloadable": f"SavedModel '{base / '2'}' cannot be loaded ("}[damage]
+    for model in (base, base / "2"):
+        if damage == "truncated" and model != base:
+            expected = f"SavedModel '{model}' is incomplete (saved_model.pb cut short"
+        assert evaluate_cli.evaluate_main([str(model), "--data-dir", str(images),
+                                           "--out", str(tmp_path / "o")]) == 2
+        assert expected in _one_error_line(capsys, "resnet-evaluate")
+        assert evaluate_cli.predict_main([str(model), str(images / "cat" / "0.png")]) == 2
+        assert expected in _one_error_line(capsys, "resnet-predict")
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_unusable_out_is_found_before_the_model_is_loaded(run, images, tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("x")
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    monkeypatch.setattr(evaluate_cli, "load_classifier", lambda *a, **k: pytest.fail("loaded"))
+    cases = [(tmp_path / "file", "--out is a file. Received: --out="),
+             (tmp_path / "file" / "eval", "--out lies inside a file. Received: --out="),
+             (read_only / "eval", "--out is not writable. Received: --out=")]
+    if os.geteuid() == 0:  # root writes anyway: let the folder refuse as a read-only one would
+        import tempfile
+
+        real = tempfile.TemporaryFile
+
+        def refuse(*args, dir=None, **kwargs):
+            if str(dir).startswith(str(read_only)):
+                raise PermissionError(13, "Permission denied")
+            return real(*args, dir=dir, **kwargs)
+        monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    for out, message in cases:
+        assert evaluate_cli.evaluate_main([str(run[0]), "--data-dir", str(images), "--out", str(out)]) == 2
+        err = _one_error_line(capsys, "resnet-evaluate")
+        assert f"resnet-evaluate: error: {message}'{out}'" in err, err
+    assert "(Permission denied in '" in err and err.endswith("expected a folder this user can write to.\n")
+
+
+def test_a_cut_short_keras_file_is_one_error_line(run, images, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "run"
+    shutil.copytree(run[0], folder, ignore=shutil.ignore_patterns("export"))
+    content = (folder / "best.keras").read_bytes()
+    (folder / "best.keras").write_bytes(content[: len(content) // 3])
+    for model in (folder, folder / "best.keras"):
+        assert evaluate_cli.evaluate_main([str(model), "--data-dir", str(images), "--out",
+                                           str(tmp_path / "o")]) == 2
+        err = _one_error_line(capsys, "resnet-evaluate")
+        assert (f"error: '{folder / 'best.keras'}' is not a complete .keras file "
+                f"({len(content) // 3} bytes, not a zip archive: cut short or another format)") in err
+
+
+def test_predict_on_a_folder_with_a_broken_link_classifies_the_rest(run, images, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "photos"
+    shutil.copytree(images / "cat", folder)
+    (folder / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    (folder / "loop").symlink_to(".")
+    assert evaluate_cli.predict_main([str(run[0] / "export" / "tiny"), str(folder), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [r["file"] for r in json.loads(captured.out)] == [str(folder / f"{i}.{'jpg' if i % 2 else 'png'}")
+                                                            for i in range(PER_CLASS)]
+    assert captured.err == ""

@@ -416,3 +416,205 @@ def test_command_exports_a_run_folder_and_refuses_an_existing_version(model, tmp
     version = run / "export" / model.name / "2"
     assert capsys.readouterr().out.strip() == str(version)
     assert _graph_op_dtypes(str(version), "Conv2D") == ["DT_BFLOAT16"]
+
+
+def test_pixels_signature_refuses_images_of_another_size(exported):
+    # The signature declares (N, 16, 16, 3), but a restored signature (and TF Serving)
+    # passes any shape on; a fully convolutional network would answer it.
+    pixels = tf.saved_model.load(exported).signatures["serving_pixels"]
+    for shape in [(1, 24, 24, 3), (2, 16, 12, 3), (1, 16, 16, 4), (16, 16, 3)]:
+        with pytest.raises(tf.errors.InvalidArgumentError,
+                           match=re.escape(f"images must have the shape (N, {SIZE}, {SIZE}, 3) "
+                                           "of the images the model was trained on; received "
+                                           f"shape] [{' '.join(map(str, shape))}]")):
+            pixels(images=tf.zeros(shape, tf.uint8))
+    assert pixels(images=tf.zeros((2, SIZE, SIZE, 3), tf.uint8))["probabilities"].shape == (2, 3)
+
+
+def _modes(folder):
+    found = {}
+    for root, dirs, files in os.walk(folder):
+        for name in [*dirs, *files]:
+            path = os.path.join(root, name)
+            found[os.path.relpath(path, folder)] = oct(os.stat(path).st_mode & 0o777)
+    return found
+
+
+@pytest.mark.parametrize("umask, folders, files", [(0o022, "0o755", "0o644"),
+                                                    (0o077, "0o700", "0o600")],
+                         ids=["umask-022", "umask-077"])
+def test_versions_get_the_permissions_of_the_users_umask(model, tmp_path, umask, folders, files):
+    previous = os.umask(umask)
+    try:
+        version = export_serving_model(model, tmp_path / "tiny", class_names=CLASSES,
+                                       image_size=SIZE, preset="cifar", marker={"run": "x"})
+    finally:
+        os.umask(previous)
+    modes = _modes(version)
+    assert {"saved_model.pb", "variables", "variables/variables.index",
+            "assets.extra/resnet_tf_run.json"} <= set(modes)
+    assert oct(os.stat(version).st_mode & 0o777) == folders
+    assert modes == {name: folders if os.path.isdir(os.path.join(version, name)) else files
+                     for name in modes}
+
+
+# --- Half-written versions and unusable export folders --------------------------------------
+
+
+def _copy_version(exported, base, version):
+    shutil.copytree(exported, base / str(version))
+    return base / str(version)
+
+
+def _cut_short(path, keep=0.5):
+    content = path.read_bytes()
+    path.write_bytes(content[: int(len(content) * keep)])
+
+
+def test_a_truncated_version_is_passed_over_for_the_latest_complete_one(exported, tmp_path):
+    base = tmp_path / "tiny"
+    _copy_version(exported, base, 1)
+    for version, damage in [(2, "pb"), (3, "data"), (4, "index"), (5, "tail")]:
+        folder = _copy_version(exported, base, version)
+        if damage == "pb":
+            _cut_short(folder / "saved_model.pb")
+        elif damage == "tail":  # even the last few bytes
+            _cut_short(folder / "saved_model.pb", keep=0.999)
+        else:
+            name = "variables.data-00000-of-00001" if damage == "data" else "variables.index"
+            (folder / "variables" / name).write_bytes(b"")
+        assert not export.savedmodel.is_complete_saved_model(str(folder)), damage
+    assert export.savedmodel.is_complete_saved_model(exported)
+
+    with pytest.warns(UserWarning, match=r"Skipped incomplete version\(s\) 2, 3, 4, 5 in .*; "
+                                         r"using version 1\."):
+        assert export.latest_version_dir(base) == str(base / "1")
+    with pytest.raises(ExportError, match=r"SavedModel '.*5' is incomplete \(saved_model\.pb cut "
+                                          r"short, or variables/ missing or empty\)"):
+        export.latest_version_dir(base / "5")
+    shutil.rmtree(base / "1")
+    with pytest.raises(ExportError, match="is not a SavedModel: expected a folder with "
+                                          "saved_model.pb or numeric version folders holding "
+                                          "a complete one"):
+        export.latest_version_dir(base)
+
+
+def test_check_export_dir_finds_a_file_or_an_unwritable_folder(tmp_path, monkeypatch):
+    from resnet_tf.export.savedmodel import check_export_dir
+
+    (tmp_path / "file").write_text("x")
+    check_export_dir(tmp_path / "new" / "deeper")  # creatable: fine, and nothing is created
+    check_export_dir(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+    with pytest.raises(ExportError) as error:
+        check_export_dir(tmp_path / "file")
+    assert str(error.value) == (f"--export-dir is a file. Received: --export-dir='{tmp_path}/file'; "
+                                "expected a folder or a path where one can be created.")
+    with pytest.raises(ExportError, match=r"--export-dir lies inside a file\. Received: "
+                                          r"--export-dir='.*/file/models' \('.*/file' is a file\)"):
+        check_export_dir(tmp_path / "file" / "models")
+
+    read_only = tmp_path / "read_only"
+    read_only.mkdir()
+    read_only.chmod(0o555)
+    if os.geteuid() == 0:  # root writes anyway: make the folder refuse as a read-only one would
+        import tempfile
+
+        def refuse(*args, dir=None, **kwargs):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(tempfile, "TemporaryFile", refuse)
+    with pytest.raises(ExportError, match=r"--export-dir is not writable\. Received: "
+                                          r"--export-dir='.*/read_only/models' \(Permission "
+                                          r"denied in '.*/read_only'\); expected a folder this "
+                                          r"user can write to\."):
+        check_export_dir(read_only / "models")
+
+
+def test_command_finds_a_bad_export_dir_or_a_cut_short_keras_file_in_one_line(
+        model, tmp_path, capsys, monkeypatch):
+    model.save(tmp_path / "model.keras")
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setattr(export_cli, "load_checkpoint", lambda *a, **k: pytest.fail("loaded"))
+    assert export_cli.main([str(tmp_path / "model.keras"), "--export-dir",
+                            str(tmp_path / "file")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"resnet-export: error: --export-dir is a file. Received: --export-dir="
+                   f"'{tmp_path}/file'; expected a folder or a path where one can be created.\n")
+    monkeypatch.undo()
+
+    _cut_short(tmp_path / "model.keras", keep=0.9)
+    size = (tmp_path / "model.keras").stat().st_size
+    assert export_cli.main([str(tmp_path / "model.keras"), "--export-dir",
+                            str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"resnet-export: error: '{tmp_path}/model.keras' is not a complete .keras file "
+                   f"({size} bytes, not a zip archive: cut short or another format); expected a "
+                   "file saved by model.save or written by train.py.\n")
+    assert not (tmp_path / "out").exists()
+
+
+# --- Load: many threads, one SavedModel --------------------------------------------------------
+
+
+THREADS, REQUESTS_PER_THREAD = 8, 200
+
+
+def test_concurrent_requests_are_answered_as_one_at_a_time(served, images):
+    """8 threads send 200 requests each, good and bad mixed: every good answer equals the
+    single-threaded one, every bad request fails with its own reason, nothing crosses."""
+    import concurrent.futures
+
+    good = [images[n] for n in ("jpeg", "png", "bmp", "gif", "webp_lossy", "grayscale_jpeg")]
+    good.append(_encode(_photo(64, 48, seed=3), "JPEG"))
+    bad = [(b"", "image_bytes is empty"),
+           (b"this is not an image at all", "is not a JPEG, PNG, GIF, BMP or WebP image"),
+           (_huge_png_header(), "larger than the limit of 50000000 pixels"),
+           (b"\x89PNG\r\n\x1a\n" + b"\0" * 40, "PNG")]
+
+    def request(thread, i):
+        """(images, expected error or None): one, two or three images, some with a bad one."""
+        rng = np.random.default_rng(thread * 100_000 + i)
+        batch = [good[j] for j in rng.choice(len(good), rng.integers(1, 4))]
+        if rng.random() < 0.3:
+            encoded, reason = bad[rng.integers(len(bad))]
+            batch.insert(int(rng.integers(len(batch) + 1)), encoded)
+            return batch, reason
+        return batch, None
+
+    plan = [[request(t, i) for i in range(REQUESTS_PER_THREAD)] for t in range(THREADS)]
+    # Single-threaded answers, one per distinct request.
+    expected = {}
+    for batch, reason in (r for thread in plan for r in thread):
+        key = tuple(batch)
+        if reason is None and key not in expected:
+            expected[key] = {k: v.numpy() for k, v in served(image_bytes=tf.constant(batch)).items()}
+
+    def run(thread):
+        problems, answered, rejected = [], 0, 0
+        for i, (batch, reason) in enumerate(plan[thread]):
+            try:
+                out = served(image_bytes=tf.constant(batch))
+            except tf.errors.InvalidArgumentError as error:
+                rejected += 1
+                if reason is None or reason not in error.message:
+                    problems.append((thread, i, "rejected", reason, error.message[:200]))
+                continue
+            answered += 1
+            if reason is not None:
+                problems.append((thread, i, "answered a bad request", reason))
+                continue
+            want = expected[tuple(batch)]
+            for key, value in out.items():
+                if not np.array_equal(value.numpy(), want[key]):
+                    problems.append((thread, i, key, np.abs(value.numpy() - want[key]).max()
+                                     if key in ("probabilities", "scores") else "differs"))
+        return problems, answered, rejected
+
+    with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
+        results = list(pool.map(run, range(THREADS)))
+
+    assert [p for problems, _, _ in results for p in problems] == []
+    answered = sum(a for _, a, _ in results)
+    rejected = sum(r for _, _, r in results)
+    assert answered + rejected == THREADS * REQUESTS_PER_THREAD
+    assert rejected == sum(reason is not None for thread in plan for _, reason in thread) > 0

@@ -14,11 +14,10 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from resnet_tf import build_resnet, data, export
-from resnet_tf.export import tflite
+from resnet_tf import build_resnet, data
 from resnet_tf.cli import export as export_cli
 from resnet_tf.errors import ExportError
-from resnet_tf.export import export_tflite, predict_tflite
+from resnet_tf.export import export_tflite, predict_tflite, tflite
 
 SIZE = 16
 CLASSES = ["red", "green", "blue"]

@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import run_train, train_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "train.py")
@@ -29,15 +30,11 @@ FAST = ["--epochs", "2", "--batch-size", "16", "--no-export"]
 
 
 def _env(**extra):
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("TF_CONFIG", None)
-    env.update(extra)
-    return env
+    return train_env(**extra)
 
 
 def train(*args, timeout=240, **env):
-    return subprocess.run([sys.executable, TRAIN, *map(str, args)], env=_env(**env),
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    return run_train(*args, timeout=timeout, **env)
 
 
 def start(*args, **env):
@@ -123,8 +120,8 @@ def test_export_is_written(finished_run):
 
 def test_checkpoints_load_compiled_after_import_resnet_tf(finished_run):
     out, _ = finished_run
-    code = ("import keras, resnet_tf; m = keras.saving.load_model(%r); "
-            "print(type(m.optimizer).__name__, m.output_shape)" % os.path.join(out, "best.keras"))
+    code = (f"import keras, resnet_tf; m = keras.saving.load_model({os.path.join(out, 'best.keras')!r}); "
+            "print(type(m.optimizer).__name__, m.output_shape)")
     result = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
