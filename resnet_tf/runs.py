@@ -20,6 +20,14 @@ import tempfile
 from resnet_tf.errors import ConfigError
 from resnet_tf.files import atomic_write, remove_debris, write_text
 
+# config.json values of earlier versions, as this version spells them.
+_LEGACY_VALUES = {"augment": {True: "basic", False: "none"}}
+
+
+def _key(value):
+    return value if isinstance(value, (bool, str, int, float, type(None))) else repr(value)
+
+
 LOCK_FILE = ".lock"
 _HELD_LOCKS = {}  # run path -> file descriptor holding its flock, for this process
 
@@ -70,11 +78,13 @@ class RunDirectory:
                 raise ConfigError(f"--out {self.path} is not empty and holds no run "
                                   "(no config.json); choose another --out or pass --overwrite.")
             return False
-        # Keys a newer version added are not differences: the old run did not have them.
+        # Keys a newer version added are not differences: the old run did not have them;
+        # values an older version spelled otherwise are compared as they are spelled now.
+        stored = {k: _LEGACY_VALUES.get(k, {}).get(_key(v), v) for k, v in old["config"].items()}
         differing = [k for k in sorted(resolved)
-                     if k in old["config"] and resolved[k] != old["config"][k]]
+                     if k in stored and resolved[k] != stored[k]]
         if differing:
-            changes = ", ".join(f"{k}: {old['config'].get(k)!r} -> {resolved.get(k)!r}"
+            changes = ", ".join(f"{k}: {stored.get(k)!r} -> {resolved.get(k)!r}"
                                 for k in differing)
             raise ConfigError(f"--out {self.path} holds a run with a different configuration "
                               f"({changes}); pass --overwrite to replace it, or choose "
@@ -133,15 +143,18 @@ class RunDirectory:
 
     def remove_debris(self):
         """Deletes what a killed run leaves behind: half-written temporaries of its files."""
-        for folder in (self.path, self.file("backup")):
+        for folder in (self.path, self.file("backup"), self.file("backup/finetune")):
             remove_debris(folder)
 
     def backup_state(self):
         """`("ok", finished epochs)`, `("missing", 0)` or `(reason it cannot be read, 0)`
-        for the BackupAndRestore state in backup/."""
+        for the BackupAndRestore state in backup/ (or backup/finetune/, the state of a
+        fine-tuning run's second phase, when that exists)."""
         import json as _json
 
-        meta, weights = self.file("backup/training_metadata.json"), self.file("backup/latest.weights.h5")
+        folder = "backup/finetune" if os.path.isdir(self.file("backup/finetune")) else "backup"
+        meta = self.file(f"{folder}/training_metadata.json")
+        weights = self.file(f"{folder}/latest.weights.h5")
         if not os.path.exists(meta) and not os.path.exists(weights):
             return "missing", 0
         try:
@@ -150,14 +163,14 @@ class RunDirectory:
             if not isinstance(epoch, int):
                 raise ValueError(f"epoch={epoch!r}")
         except (OSError, ValueError, KeyError, TypeError) as error:
-            return f"backup/training_metadata.json is damaged ({type(error).__name__}: {error})", 0
+            return f"{folder}/training_metadata.json is damaged ({type(error).__name__}: {error})", 0
         try:
             import h5py
 
             with h5py.File(weights, "r"):
                 pass
         except Exception as error:  # noqa: BLE001 - any failure means the same to the user
-            return f"backup/latest.weights.h5 is damaged ({type(error).__name__})", 0
+            return f"{folder}/latest.weights.h5 is damaged ({type(error).__name__})", 0
         return "ok", epoch + 1
 
     def read_history(self):

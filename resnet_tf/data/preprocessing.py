@@ -11,9 +11,8 @@ applies exactly the preprocessing the model was trained and evaluated with:
 import tensorflow as tf
 
 from resnet_tf.errors import DataError
+from resnet_tf.models.normalization import MEAN, STD  # the models' input scale: one home
 
-MEAN = (0.485, 0.456, 0.406)
-STD = (0.229, 0.224, 0.225)
 PRESETS = ("cifar", "imagenet")
 
 _CIFAR_PAD = 4

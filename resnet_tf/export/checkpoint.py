@@ -6,10 +6,9 @@ The run folder itself is read through `resnet_tf.runs`, its one reader.
 import json
 import os
 
-import keras
-
 from resnet_tf.data.preprocessing import default_preset
 from resnet_tf.errors import ExportError
+from resnet_tf.models.saving import load_keras_file
 from resnet_tf.runs import RunDirectory, default_class_names, read_class_names, settings_beside
 
 # Inside an exported version folder (TF Serving ignores assets.extra): which run wrote it.
@@ -37,7 +36,7 @@ def load_checkpoint(source, *, image_size=None, preset=None, classes_file=None,
                           "finished at least one epoch.")
     if not path.endswith(".keras"):
         raise ExportError(f"'{source}' is not a .keras file or a run folder.")
-    model = load_keras_file(path)
+    model = load_keras_file(path, error=ExportError)
     folder = os.path.dirname(os.path.abspath(path))
     class_names = read_class_names(classes_file or os.path.join(folder, "classes.txt"))
     if class_names is None and classes_file:
@@ -51,22 +50,6 @@ def load_checkpoint(source, *, image_size=None, preset=None, classes_file=None,
                           "pass --image-size.")
     preset = preset or config.get("preset") or default_preset(image_size)
     return model, class_names, int(image_size), preset, run_dir
-
-
-def load_keras_file(path):
-    """`keras.saving.load_model(path, compile=False)` with one clear error for a bad file."""
-    import zipfile
-
-    if not zipfile.is_zipfile(path):
-        size = os.path.getsize(path)
-        raise ExportError(f"'{path}' is not a complete .keras file ({size} bytes, not a zip "
-                          "archive: cut short or another format); expected a file saved by "
-                          "model.save or written by train.py.")
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ExportError(f"Could not load '{path}': {first}") from error
 
 
 def export_run(run_dir, export_dir=None, **export_args):

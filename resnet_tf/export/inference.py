@@ -9,6 +9,7 @@ import numpy as np
 
 from resnet_tf.data.preprocessing import PRESETS, default_preset
 from resnet_tf.errors import ExportError, check_choice
+from resnet_tf.models.normalization import WeightsNormalization
 from resnet_tf.runs import default_class_names
 
 # Serving precision -> the Keras dtype policy of the network's hidden layers.
@@ -74,7 +75,9 @@ def inference_model(model, fold_batchnorm=True, precision="float32"):
         if layer.name in folded_bns:
             # Lambda accepts the `training`/`mask` arguments the graph passes to a BN.
             return keras.layers.Lambda(lambda x: x, name=layer.name, dtype=policy)
-        dtype = "float32" if isinstance(layer, keras.layers.Dense) else policy
+        # The classifier, and the input-scale conversion of pretrained weights (values up
+        # to +-150), compute in float32 whatever the serving precision.
+        dtype = "float32" if isinstance(layer, (keras.layers.Dense, WeightsNormalization)) else policy
         config = {**layer.get_config(), "dtype": dtype}
         if layer.name in pairs:
             config["use_bias"] = True

@@ -16,6 +16,8 @@ Layer names follow keras.applications (`conv2_block1_1_conv`, `..._add`, `..._ou
 when a `name` prefix is given, so weight files stay portable.
 """
 
+import re
+
 import keras
 
 from resnet_tf.errors import check_choice
@@ -48,12 +50,23 @@ def batch_norm(x, variant, name, zero_gamma=False):
 
 
 def conv(x, filters, kernel_size, stride=1, *, variant, name, groups=1, zero_init=False):
-    """Conv2D with the variant's bias convention and the paper's initialisation."""
+    """Conv2D with the variant's bias convention and the paper's initialisation.
+
+    Strided convolutions pad explicitly, `kernel_size // 2` on every side as
+    torchvision does: Keras' "same" would pad only the bottom and right of an even
+    input, shifting every window by one pixel, so torchvision and timm weights
+    would compute something else.
+    """
+    padding = "valid" if kernel_size == 1 else "same"
+    if stride > 1 and kernel_size > 1:
+        pad_name = None if name is None else re.sub(r"(_conv)?$", "_pad", name, count=1)
+        x = keras.layers.ZeroPadding2D(kernel_size // 2, name=pad_name)(x)
+        padding = "valid"
     return keras.layers.Conv2D(
         filters,
         kernel_size,
         strides=stride,
-        padding="valid" if kernel_size == 1 else "same",
+        padding=padding,
         groups=groups,
         use_bias=variant == "v1",
         kernel_initializer="zeros" if zero_init else kernel_initializer(),

@@ -176,6 +176,39 @@ class ZeroPadShortcut(keras.layers.Layer):
         }
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class PaddedMaxPooling2D(keras.layers.MaxPooling2D):
+    """Max pooling of the input padded by `pad` on every side with -inf: PyTorch's `padding`.
+
+    `ZeroPadding2D` before the pooling is the same only for non-negative inputs; the
+    pre-activation ResNet's stem pools the raw convolution output, where a zero in
+    the padding would win over negative borders.
+    """
+
+    def __init__(self, pool_size=3, strides=2, pad=1, **kwargs):
+        kwargs.pop("padding", None)  # always "valid" around the explicit padding
+        super().__init__(pool_size=pool_size, strides=strides, padding="valid", **kwargs)
+        self.pad = pad
+
+    def _pad_width(self):
+        spatial = [[self.pad, self.pad]] * 2
+        if self.data_format == "channels_last":
+            return [[0, 0], *spatial, [0, 0]]
+        return [[0, 0], [0, 0], *spatial]
+
+    def call(self, inputs):
+        padded = ops.pad(inputs, self._pad_width(), constant_values=float("-inf"))
+        return super().call(padded)
+
+    def compute_output_shape(self, input_shape):
+        padded = [d if d is None else d + before + after
+                  for d, (before, after) in zip(input_shape, self._pad_width())]
+        return super().compute_output_shape(tuple(padded))
+
+    def get_config(self):
+        return {**super().get_config(), "pad": self.pad}
+
+
 def freeze_batchnorm(model):
     """Put every BatchNormalization layer of `model` in inference mode for good.
 

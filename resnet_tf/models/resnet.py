@@ -11,6 +11,8 @@ import keras
 from resnet_tf.errors import check_choice
 from resnet_tf.models import blocks
 from resnet_tf.models.blocks import batch_norm, bottleneck_block, conv, residual_block
+from resnet_tf.models.layers import PaddedMaxPooling2D
+from resnet_tf.models.normalization import preprocessing_layer, weights_preprocessing
 
 # depth: (block, repeats per stage, family). ImageNet networks have four stages of
 # 64/128/256/512 base filters; the CIFAR networks (He et al. 2015, section 4.2, and
@@ -84,6 +86,9 @@ def _stem(x, stem, filters, variant):
         if variant != "v2":
             x = batch_norm(x, variant, "conv1_bn")
             x = keras.layers.Activation("relu", name="conv1_relu")(x)
+    if variant == "v2":
+        # The raw convolution output is pooled: pad with -inf as torch does, not zeros.
+        return PaddedMaxPooling2D(3, strides=2, pad=1, name="pool1_pool")(x)
     x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
     return keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
 
@@ -129,6 +134,8 @@ def build_resnet(
     se_ratio=0.0,
     stochastic_depth_rate=0.0,
     zero_init_residual=False,
+    dropout=0.0,
+    preprocessing="auto",
     name=None,
 ):
     """Build a ResNet as a `keras.Model`.
@@ -175,6 +182,14 @@ def build_resnet(
             residual branch; earlier blocks get linearly smaller rates.
         zero_init_residual: bool. Zero-initialise the last BatchNorm gamma of each
             residual branch (each block starts as an identity).
+        dropout: float in [0, 1). Dropout on the pooled features before the classifier
+            (`include_top=True` only), as timm's `drop_rate`.
+        preprocessing: "auto", None, "caffe" or a dict with `mode`, `mean`, `std`. The
+            model always takes `(pixel / 255 - MEAN) / STD` RGB images (resnet_tf's
+            standard scale); weights trained on another scale get a
+            `WeightsNormalization` layer after the input that converts to theirs. "auto"
+            follows `weights`: "caffe" for keras.applications' files, a registered
+            name's own preprocessing, the standard scale otherwise.
         name: str. Model name; defaults to e.g. "resnet50".
 
     Returns:
@@ -183,6 +198,8 @@ def build_resnet(
     check_choice("depth", depth, DEPTHS)
     variant, stem, shortcut = _defaults(depth, variant, stem, shortcut)
     check_choice("pooling", pooling, POOLINGS)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ValueError(f"dropout must be a number in [0, 1). Received: dropout={dropout!r}")
     if not isinstance(classes, int) or classes < 1:
         raise ValueError(f"classes must be a positive integer. Received: classes={classes}")
     if not width_multiplier or width_multiplier <= 0:
@@ -205,6 +222,12 @@ def build_resnet(
         default_shape = (default_shape[2], *default_shape[:2])
     img_input, source_inputs = _input(input_tensor, input_shape, default_shape, min_size,
                                       channels_last)
+    if isinstance(preprocessing, str) and preprocessing == "auto":
+        preprocessing = weights_preprocessing(weights, depth, variant)
+    model_input = img_input
+    adapter = preprocessing_layer(preprocessing)
+    if adapter is not None:
+        img_input = adapter(img_input)
 
     stage_filters = STAGE_FILTERS[family]
     if stem == "cifar" and family == "imagenet":
@@ -243,6 +266,8 @@ def build_resnet(
         head_dtype = "float32"  # probabilities and logits stay float32 under mixed precision
     if include_top:
         x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if dropout:
+            x = keras.layers.Dropout(dropout, name="head_dropout")(x)
         x = keras.layers.Dense(
             classes, activation=classifier_activation, dtype=head_dtype, name="predictions"
         )(x)
@@ -251,7 +276,7 @@ def build_resnet(
     elif pooling == "max":
         x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
 
-    inputs = source_inputs if source_inputs is not None else img_input
+    inputs = source_inputs if source_inputs is not None else model_input
     model = keras.Model(inputs, x, name=name or _default_name(depth, variant, groups,
                                                                width_per_group, width_multiplier))
     if weights is not None:

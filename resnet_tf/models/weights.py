@@ -19,6 +19,7 @@ import numpy as np
 
 from resnet_tf.errors import WeightsDownloadError
 from resnet_tf.files import socket_timeout
+from resnet_tf.models import registry, torch_weights
 
 # keras.applications' published ResNet files (keras/src/applications/resnet.py,
 # BASE_WEIGHTS_PATH and WEIGHTS_HASHES): md5 of the include_top and the notop file.
@@ -47,9 +48,12 @@ def load_weights(model, weights, *, depth, variant, include_top=True, classes=10
         model: `keras.Model` built by `build_resnet` with the other arguments.
         weights: None (nothing to load), "imagenet" (keras.applications' published
             ResNet50/101/152 file: variant "v1" only, from the Keras cache or
+            downloaded), a registered name such as "torchvision:resnet50.IMAGENET1K_V2"
+            or "torchvision:IMAGENET1K_V2" (`registry`; from the Keras cache or
             downloaded), or a path to a keras.applications / Keras 2 HDF5 file
-            (loaded by layer name), a Keras 3 `.weights.h5` file or a `.keras` file.
-            The format is read from the file's content, not its suffix.
+            (loaded by layer name), a Keras 3 `.weights.h5` file, a `.keras` file, or
+            a torchvision / timm checkpoint (`.pth`, `.pt`, `.safetensors`; see
+            `torch_weights`). The format is read from the file's content, not its suffix.
         depth: int. The model's depth, for "imagenet" and error messages.
         variant: str. The model's variant, for "imagenet" and error messages.
         include_top: bool. Whether the model has the "predictions" classifier; a
@@ -75,8 +79,14 @@ def load_weights(model, weights, *, depth, variant, include_top=True, classes=10
                 "to load only the backbone."
             )
         path = imagenet_file(depth, variant, include_top)
+    elif registry.is_name(weights) and not os.path.exists(weights):
+        path, _ = registry.resolve_weights(weights, depth=depth, variant=variant,
+                                           **registry.architecture_of(model, depth))
     else:
         path = _existing_path(weights)
+    if torch_weights.checkpoint_format(path):  # torchvision and timm files
+        return torch_weights.load_torch_weights(model, path, include_top=include_top,
+                                                classes=classes)
     loader.load(path)
     return model
 
@@ -153,7 +163,7 @@ def _short_name(name):
     return next((known for known in _WEIGHT_NAMES if base.endswith(known)), base)
 
 
-def _file_format(path):
+def file_format(path):
     """'keras' (.keras archive), 'legacy' (Keras 2 HDF5), 'keras3' (.weights.h5) or None."""
     if zipfile.is_zipfile(path):
         return "keras"
@@ -245,13 +255,13 @@ class _Loader:
         self.file_format = "legacy"
 
     def load(self, path):
-        file_format = self.file_format = _file_format(path)
-        if file_format == "keras3":
+        kind = self.file_format = file_format(path)
+        if kind == "keras3":
             self._load_keras_weights(path)
             return
-        if file_format == "legacy":
+        if kind == "legacy":
             stored = _read_legacy(path)
-        elif file_format == "keras":
+        elif kind == "keras":
             stored = _read_keras_archive(path)
         else:
             raise ValueError(

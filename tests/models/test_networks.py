@@ -30,7 +30,7 @@ NETWORKS = [(depth, {}) for depth in SPECS] + [
     (50, {"se_ratio": 0.25}),
     (18, {"stem": "cifar"}),
     (20, {"variant": "v2"}),
-    (20, {"stochastic_depth": 0.1}),
+    (20, {"stochastic_depth_rate": 0.1}),
 ]
 _SLOW = {152, 200, 1001, 164, 110, 101}
 

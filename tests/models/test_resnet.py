@@ -1,9 +1,8 @@
 """build_resnet and the block builders: counts, shapes, names, errors, serialisation."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 import resnet_tf
 from resnet_tf import bottleneck_block, build_resnet, feature_extractor, residual_block

@@ -19,10 +19,10 @@ import keras
 import numpy as np
 import pytest
 
-from resnet_tf import build_resnet
-from resnet_tf import files
-from resnet_tf.models import weights as weights_lib
+from resnet_tf import build_resnet, files
+from resnet_tf.data import normalize as data_normalize
 from resnet_tf.errors import WeightsDownloadError
+from resnet_tf.models import weights as weights_lib
 from resnet_tf.models.weights import load_weights
 
 SIZE = 64  # keras.applications accepts any input >= 32 with weights=None
@@ -45,9 +45,19 @@ _WRITE_LEGACY_FILES = textwrap.dedent(
                                rng.normal(0, 0.1, n), rng.uniform(0.5, 2.0, n)])
     # The include_top=False file: the same layers, less the classifier.
     notop = tf_keras.Model(top.input, top.get_layer("avg_pool").output)
-    x = rng.uniform(0, 255, (2, size, size, 3)).astype("float32")
-    x = tf_keras.applications.resnet.preprocess_input(x)
+    pixels = rng.uniform(0, 255, (2, size, size, 3)).astype("float32")
+    x = tf_keras.applications.resnet.preprocess_input(pixels.copy())
+    np.save(f"{out}/pixels.npy", pixels)
     np.save(f"{out}/x.npy", x)
+    # A JPEG as a client would send it, and what keras.applications makes of its pixels
+    # decoded the way resnet_tf's serving graph decodes them.
+    import tensorflow as tf
+    photo = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    encoded = tf.io.encode_jpeg(photo, quality=95).numpy()
+    open(f"{out}/photo.jpg", "wb").write(encoded)
+    decoded = tf.io.decode_image(encoded, channels=3, expand_animations=False).numpy()
+    caffe = tf_keras.applications.resnet.preprocess_input(decoded[None].astype("float32"))
+    np.save(f"{out}/photo_probabilities.npy", top(caffe, training=False).numpy())
     np.save(f"{out}/probabilities.npy", top(x, training=False).numpy())
     np.save(f"{out}/features.npy", notop(x, training=False).numpy())
     top.save_weights(f"{out}/resnet50.h5")
@@ -71,7 +81,9 @@ def legacy(tmp_path_factory):
     return {
         "top": str(out / "resnet50.h5"),
         "notop": str(out / "resnet50_notop.h5"),
-        **{name: np.load(out / f"{name}.npy") for name in ("x", "probabilities", "features")},
+        "photo": str(out / "photo.jpg"),
+        **{name: np.load(out / f"{name}.npy")
+           for name in ("x", "pixels", "probabilities", "features", "photo_probabilities")},
     }
 
 
@@ -85,6 +97,11 @@ def backbone():
     """A ResNet-50 v1 feature extractor that tests load files into (builds are slow)."""
     return build_resnet(50, variant="v1", include_top=False, pooling="avg",
                         input_shape=(SIZE, SIZE, 3))
+
+
+def _standard(pixels):
+    """Pixels 0..255 on resnet_tf's standard input scale."""
+    return np.asarray(data_normalize(pixels))
 
 
 def _predict(model, x):
@@ -137,7 +154,9 @@ def classifier(legacy):
 
 
 def test_keras_applications_file_reproduces_its_predictions(legacy, classifier):
-    probabilities = _predict(classifier, legacy["x"])
+    # The caffe preprocessing travels inside the model: it takes resnet_tf's standard input.
+    assert "weights_normalization" in [layer.name for layer in classifier.layers]
+    probabilities = _predict(classifier, _standard(legacy["pixels"]))
     assert np.abs(probabilities - legacy["probabilities"]).max() < 1e-4
     assert probabilities.max() < 0.999  # not saturated, so the comparison means something
 
@@ -365,7 +384,7 @@ def test_imagenet_uses_the_keras_cache_without_network(legacy, classifier, empty
     monkeypatch.setattr(socket, "getaddrinfo", _no_dns)
     _zero(classifier)
     load_weights(classifier, "imagenet", depth=50, variant="v1")
-    assert np.abs(_predict(classifier, legacy["x"]) - legacy["probabilities"]).max() < 1e-4
+    assert np.abs(_predict(classifier, _standard(legacy["pixels"])) - legacy["probabilities"]).max() < 1e-4
 
 
 def test_missing_file():
@@ -382,3 +401,26 @@ def test_file_that_is_no_weights_file(tmp_path):
     path.write_text("not a weights file")
     with pytest.raises(ValueError, match="is neither a keras.applications HDF5 file nor"):
         build_resnet(20, weights=path)
+
+
+def test_keras_applications_weights_served_from_jpeg_bytes_match_tf_keras(legacy, classifier,
+                                                                       tmp_path):
+    """Issue 12: the caffe preprocessing travels with the weights into the SavedModel."""
+    import tensorflow as tf
+
+    from resnet_tf.export import export_serving_model
+
+    path = export_serving_model(classifier, tmp_path / "export", class_names=[
+        f"c{i}" for i in range(1000)], image_size=SIZE, preset="cifar")
+    served = tf.saved_model.load(path).signatures["serving_default"]
+    with open(legacy["photo"], "rb") as f:
+        out = served(image_bytes=tf.constant([f.read()]))
+    np.testing.assert_allclose(out["probabilities"].numpy(), legacy["photo_probabilities"],
+                               atol=1e-4)
+
+
+def test_preprocessing_is_saved_in_keras_files(classifier, tmp_path):
+    classifier.save(tmp_path / "m.keras")
+    loaded = keras.saving.load_model(tmp_path / "m.keras")
+    layer = loaded.get_layer("weights_normalization")
+    assert layer.get_config()["mode"] == "caffe"
