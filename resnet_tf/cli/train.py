@@ -92,6 +92,9 @@ def train_parser(prog=None):
     model.add_argument("--finetune-lr", type=float,
                        help="with --freeze-epochs: learning rate per 256 images after "
                             "unfreezing (default: a tenth of --lr)")
+    model.add_argument("--train-batchnorm", action="store_true",
+                       help="with --weights: let BatchNorm statistics and parameters train "
+                            "(default: frozen, in inference mode, as fine-tuning guides advise)")
 
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="cifar10",

@@ -109,6 +109,7 @@ class TrainConfig:
     weights: str | None = None
     freeze_epochs: int | None = None
     finetune_lr: float | None = None
+    train_batchnorm: bool = False
     dataset: str = "cifar10"
     data_dir: str | None = None
     val_dir: str | None = None
@@ -176,6 +177,17 @@ def check_config(config, options=RunOptions()):
             raise ConfigError(f"--{_flag(name)} must be a positive integer; received {value}.")
     if config.freeze_epochs is not None and config.freeze_epochs < 0:
         raise ConfigError(f"--freeze-epochs must be >= 0; received {config.freeze_epochs}.")
+    if (config.freeze_epochs or config.finetune_lr or config.train_batchnorm) and not config.weights:
+        raise ConfigError("--freeze-epochs, --finetune-lr and --train-batchnorm fine-tune "
+                          "pretrained weights. Received: no --weights; expected --weights "
+                          "NAME|PATH as well.")
+    if config.freeze_epochs and config.ema:
+        raise ConfigError("--ema cannot be combined with --freeze-epochs. Received: --ema "
+                          f"{config.ema} --freeze-epochs {config.freeze_epochs}; expected one "
+                          "of the two.")
+    if config.freeze_epochs and config.epochs and config.freeze_epochs >= config.epochs:
+        raise ConfigError(f"--freeze-epochs ({config.freeze_epochs}) must be less than --epochs "
+                          f"({config.epochs}): the backbone would never be fine-tuned.")
     if config.image_size is not None and config.image_size > MAX_IMAGE_SIZE:
         raise ConfigError(f"--image-size is too large. Received: --image-size {config.image_size}; "
                           f"expected at most {MAX_IMAGE_SIZE} pixels.")

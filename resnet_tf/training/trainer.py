@@ -8,6 +8,7 @@ rerunning the same command resumes it from the last finished epoch, and a finish
 is left as it is.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -21,6 +22,7 @@ from resnet_tf.errors import ConfigError
 from resnet_tf.files import fault_point, write_json, write_text
 from resnet_tf.metrics import evaluate_model
 from resnet_tf.models.resnet import build_resnet, default_variant
+from resnet_tf.models.saving import load_keras_file
 from resnet_tf.runs import RunDirectory, read_class_names
 from resnet_tf.schedules import WarmupSchedule
 from resnet_tf.training.callbacks import (
@@ -38,6 +40,15 @@ from resnet_tf.training.distribute import (
     visible_gpus,
     work_around_keras_multi_worker,
 )
+from resnet_tf.training.finetune import (
+    CLASSIFIER,
+    build_from_model,
+    build_from_weights,
+    copy_backbone,
+    set_backbone_trainable,
+    weights_defaults,
+    weights_kind,
+)
 from resnet_tf.training.optimizers import build_optimizer
 from resnet_tf.training.recipes import (
     DEFAULT_VAL_SPLIT,
@@ -48,6 +59,8 @@ from resnet_tf.training.recipes import (
     model_kwargs,
     resolve_config,
 )
+
+FINETUNE_BACKUP = "finetune"
 
 # --- the command ------------------------------------------------------------------------
 
@@ -84,6 +97,8 @@ def train(config, options=RunOptions()):
 
         tf.config.experimental.enable_op_determinism()
 
+    if config.weights:
+        config = _with_weights_defaults(config)
     data = load_data(
         config.dataset, data_dir=config.data_dir, val_dir=config.val_dir,
         val_split=DEFAULT_VAL_SPLIT if config.val_split is None else config.val_split,
@@ -106,7 +121,7 @@ def train(config, options=RunOptions()):
     keras.mixed_precision.set_global_policy(precision)
     peak_lr = resolved["lr"] * config.batch_size / 256  # --lr is per 256 images
     with strategy.scope():
-        model = _compiled_model(resolved, data, peak_lr, options)
+        model = _build_model(resolved, data)
     runtime = dict(
         precision=precision, strategy=strategy_name(strategy), replicas=replicas,
         per_replica_batch=config.batch_size // replicas, global_batch=config.batch_size,
@@ -142,11 +157,19 @@ def train(config, options=RunOptions()):
     classes = len(data.class_names)
     train_ds = data.train if getattr(data, "one_hot_labels", False) else _one_hot(data.train, classes)
     val_ds = None if data.val is None else _one_hot(data.val, classes)
-    if multi_worker:
-        work_around_keras_multi_worker(model, strategy, train_ds)
     verbose = options.verbose if options.verbose is not None else (1 if sys.stdout.isatty() else 2)
-    model.fit(train_ds, validation_data=val_ds, epochs=resolved["epochs"],
-              callbacks=callbacks, verbose=verbose, shuffle=False)
+    for phase in _phases(resolved, run, peak_lr, config.batch_size, model):
+        with strategy.scope():
+            _compile(model, resolved, data, phase, options)
+        if multi_worker:
+            work_around_keras_multi_worker(model, strategy, train_ds)
+        phase_backup = backup if phase.backup is None else os.path.join(backup, phase.backup)
+        fit_callbacks = [c if not isinstance(c, AtomicBackupAndRestore)
+                         else AtomicBackupAndRestore(phase_backup, delete_checkpoint=False)
+                         for c in callbacks]
+        model.fit(train_ds, validation_data=val_ds, epochs=phase.end,
+                  initial_epoch=phase.start, callbacks=fit_callbacks, verbose=verbose,
+                  shuffle=False)
     if ema:  # from here on the model is its EMA weights: final metrics and export
         model.optimizer.finalize_variable_values(model.trainable_variables)
     if not chief:
@@ -162,22 +185,83 @@ def train(config, options=RunOptions()):
     return dict(metrics, run_dir=run.path)
 
 
-def _compiled_model(resolved, data, peak_lr, options):
-    """The model, compiled with the recipe's optimizer, loss and metrics."""
+def _with_weights_defaults(config):
+    """The config with the architecture and image size of `--weights` where flags are unset."""
+    defaults = weights_defaults(config.weights, config.depth)
+    return dataclasses.replace(config, **{k: v for k, v in defaults.items()
+                                          if getattr(config, k, None) is None})
+
+
+def _build_model(resolved, data):
+    """The network: new, or its backbone from --weights with a new classifier."""
+    classes = len(data.class_names)
+    bce = resolved["loss"] == "bce"
+    args = dict(input_shape=(data.image_size, data.image_size, 3), classes=classes,
+                # BCE trains logits through a sigmoid; exports and evaluation add a softmax.
+                classifier_activation=None if bce else "softmax", **model_kwargs(resolved))
+    weights = resolved.get("weights")
+    if not weights:
+        return build_resnet(resolved["depth"], **args)
+    if weights_kind(weights) == "keras":
+        path = os.path.join(weights, "best.keras") if os.path.isdir(weights) else weights
+        source = load_keras_file(path, error=ConfigError)
+        return build_from_model(source, weights, depth=resolved["depth"], **args)
+    return build_from_weights(weights, depth=resolved["depth"], **args)
+
+
+@dataclasses.dataclass
+class _Phase:
+    start: int
+    end: int
+    peak_lr: float
+    warmup_epochs: float
+    frozen: bool
+    backup: str | None  # sub-folder of backup/ holding this phase's state
+
+
+def _phases(resolved, run, peak_lr, batch_size, model):
+    """One phase, or with --weights and --freeze-epochs N: the frozen-backbone head phase
+    (epochs 1..N), then fine-tuning at --finetune-lr; a resumed run skips what is done."""
+    epochs = resolved["epochs"]
+    finetuning = bool(resolved.get("weights"))
+    frozen_epochs = (resolved.get("freeze_epochs") or 0) if finetuning else 0
+    train_bn = bool(resolved.get("train_batchnorm"))
+    if not frozen_epochs:
+        if finetuning:
+            set_backbone_trainable(model, True, train_bn)
+        yield _Phase(0, epochs, peak_lr, resolved["warmup_epochs"], False, None)
+        return
+    _, done = run.backup_state()
+    if done < frozen_epochs:
+        set_backbone_trainable(model, False)
+        yield _Phase(0, frozen_epochs, peak_lr, min(resolved["warmup_epochs"], frozen_epochs / 4),
+                     True, None)
+    elif not os.path.isdir(run.file(os.path.join("backup", FINETUNE_BACKUP))):
+        # The head phase ended in an earlier process: start from its last epoch's weights.
+        copy_backbone(load_keras_file(run.file("last.keras"), error=ConfigError), model,
+                      run.file("last.keras"))
+        model.get_layer(CLASSIFIER).set_weights(
+            load_keras_file(run.file("last.keras"), error=ConfigError)
+            .get_layer(CLASSIFIER).get_weights())
+    set_backbone_trainable(model, True, train_bn)
+    finetune_lr = resolved.get("finetune_lr") or resolved["lr"] / 10
+    yield _Phase(frozen_epochs, epochs, finetune_lr * batch_size / 256, 0.0, False,
+                 FINETUNE_BACKUP)
+
+
+def _compile(model, resolved, data, phase, options):
+    """Compiles `model` with the recipe's optimizer, loss and metrics for one phase."""
     classes = len(data.class_names)
     steps = data.train_examples // resolved["batch_size"]
-    bce = resolved["loss"] == "bce"
-    model = build_resnet(
-        resolved["depth"], input_shape=(data.image_size, data.image_size, 3), classes=classes,
-        # BCE trains logits through a sigmoid; exports and evaluation add a softmax.
-        classifier_activation=None if bce else "softmax", **model_kwargs(resolved))
+    span = phase.end - phase.start
     schedule = WarmupSchedule(
-        peak_lr,
-        total_steps=resolved["epochs"] * steps,
-        warmup_steps=round(resolved["warmup_epochs"] * steps),
+        phase.peak_lr,
+        total_steps=span * steps,
+        warmup_steps=round(phase.warmup_epochs * steps),
         decay=resolved["schedule"],
-        milestones=[m * steps for m in resolved["milestones"]])
-    if bce:
+        milestones=[(m - phase.start) * steps for m in resolved["milestones"]
+                    if phase.start < m < phase.end])
+    if resolved["loss"] == "bce":
         loss = keras.losses.BinaryCrossentropy(from_logits=True,
                                                label_smoothing=resolved["label_smoothing"])
     else:
@@ -193,7 +277,6 @@ def _compiled_model(resolved, data, peak_lr, options):
         jit_compile=bool(visible_gpus()),
         steps_per_execution=options.steps_per_execution,
     )
-    return model
 
 
 def _final_metrics(model, data, history, monitor, tta="none"):

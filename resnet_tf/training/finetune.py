@@ -1,0 +1,132 @@
+"""Fine-tuning from pretrained weights: `train.py --weights NAME|PATH [--freeze-epochs N]`.
+
+The backbone comes from the weights, the classifier is new (sized for the data's
+classes), and the architecture, input size and input preprocessing follow the weights
+unless flags say otherwise. With `--freeze-epochs N` the first N epochs train the new
+classifier alone; then everything but BatchNorm trains at `--finetune-lr`.
+"""
+
+import os
+
+import keras
+
+from resnet_tf.errors import ConfigError
+from resnet_tf.models import registry
+from resnet_tf.models.normalization import weights_preprocessing
+from resnet_tf.models.resnet import build_resnet
+from resnet_tf.runs import settings_beside
+
+# The config fields a run folder's weights carry over to the run that starts from them.
+_ARCHITECTURE = ("depth", "variant", "stem", "shortcut", "groups", "width_per_group",
+                 "width_multiplier", "se_ratio")
+CLASSIFIER = "predictions"
+
+
+def weights_kind(weights):
+    """"keras" for a `.keras` file or a run folder, "registry" for a registered name,
+    "file" for any other weights file (torchvision, timm, keras.applications)."""
+    if os.path.isdir(weights) or (os.path.isfile(weights) and weights.endswith(".keras")):
+        return "keras"
+    if registry.is_name(weights) and not os.path.exists(weights):
+        return "registry"
+    if os.path.isfile(weights):
+        return "file"
+    raise ConfigError(f"--weights names nothing that exists. Received: --weights {weights}; "
+                      "expected a registered name (resnet_tf.models.registry.list_weights()), "
+                      "a weights file, a .keras file or a run folder.")
+
+
+def weights_defaults(weights, depth=None):
+    """What the weights decide unless flags say otherwise: architecture and image size."""
+    kind = weights_kind(weights)
+    if kind == "keras":
+        config = settings_beside(os.path.join(weights, "best.keras") if os.path.isdir(weights)
+                                 else weights)
+        found = {k: config[k] for k in _ARCHITECTURE if config.get(k) is not None}
+        if config.get("image_size"):
+            found["image_size"] = config["image_size"]
+        return found
+    if kind == "registry":
+        entry = registry.get_weights(weights, depth=depth)
+        found = {**{k: v for k, v in entry.build.items() if k in _ARCHITECTURE},
+                 "image_size": entry.preprocessing.crop}
+    else:
+        from resnet_tf.models import torch_weights
+
+        found = {}
+        if torch_weights.checkpoint_format(weights):
+            state = torch_weights.read_state_dict(weights)
+            found = {k: v for k, v in (torch_weights.infer_architecture(state) or {}).items()
+                     if k in _ARCHITECTURE}
+    # Published ImageNet weights have the ImageNet stem (the deep one for ResNet-D),
+    # whatever size the new data has.
+    found.setdefault("stem", "deep" if found.get("variant") == "d" else "imagenet")
+    return found
+
+
+def build_from_weights(weights, *, depth, input_shape, classes, classifier_activation,
+                       **kwargs):
+    """A new `build_resnet` model whose every layer but the classifier comes from `weights`
+    (a registered name or a torchvision / timm / keras.applications file).
+
+    Raises `ConfigError` when the weights do not fit the architecture, naming the first
+    layer that differs; the preprocessing the weights were trained with goes into the model.
+    """
+    preprocessing = weights_preprocessing(weights, depth, kwargs.get("variant"))
+    try:
+        backbone = build_resnet(depth, include_top=False, weights=weights, input_shape=input_shape,
+                                preprocessing=preprocessing, **kwargs)
+    except ValueError as error:
+        raise ConfigError(f"--weights {weights} does not fit the network: {error}") from None
+    model = build_resnet(depth, input_shape=input_shape, classes=classes,
+                         classifier_activation=classifier_activation,
+                         preprocessing=preprocessing, **kwargs)
+    copy_backbone(backbone, model, weights)
+    return model
+
+
+def build_from_model(source, weights, *, depth, input_shape, classes, classifier_activation,
+                     **kwargs):
+    """Like `build_from_weights` from a loaded `.keras` model (a file or a run's best.keras)."""
+    preprocessing = None
+    if "weights_normalization" in {layer.name for layer in source.layers}:
+        preprocessing = source.get_layer("weights_normalization").get_config()
+    model = build_resnet(depth, input_shape=input_shape, classes=classes,
+                         classifier_activation=classifier_activation,
+                         preprocessing=preprocessing, **kwargs)
+    copy_backbone(source, model, weights)
+    return model
+
+
+def copy_backbone(source, model, weights):
+    """Copies every weighted layer of `model` but the classifier from the same-named
+    layer of `source`; checks them all before assigning any."""
+    plan = []
+    names = {layer.name: layer for layer in source.layers}
+    for layer in model.layers:
+        if not layer.weights or layer.name == CLASSIFIER:
+            continue
+        other = names.get(layer.name)
+        shapes = [tuple(w.shape) for w in layer.weights]
+        theirs = None if other is None else [tuple(w.shape) for w in other.weights]
+        if theirs != shapes:
+            found = "no such layer" if other is None else f"shapes {theirs}"
+            raise ConfigError(
+                f"--weights {weights} does not fit the network at layer '{layer.name}'. "
+                f"Received: {found}; expected shapes {shapes}. Pass the architecture flags "
+                "the weights were trained with (--depth, --variant, --stem, ...).")
+        plan.append((layer, other))
+    for layer, other in plan:
+        layer.set_weights(other.get_weights())
+
+
+def set_backbone_trainable(model, trainable, train_batchnorm=False):
+    """Freezes or unfreezes everything but the classifier; BatchNorm stays frozen (its
+    statistics and parameters, in inference mode) unless `train_batchnorm`."""
+    for layer in model.layers:
+        if layer.name == CLASSIFIER or not layer.weights:
+            continue
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = bool(train_batchnorm and trainable)
+        else:
+            layer.trainable = trainable

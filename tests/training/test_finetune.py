@@ -1,0 +1,95 @@
+"""Issue 12: `train.py --weights NAME|PATH` fine-tunes: backbone from the weights, a new
+classifier for the data's classes, the head trained alone for --freeze-epochs first."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import error_line, run_train
+
+import resnet_tf  # noqa: F401  (registers the layers and the schedule)
+
+FAST = ["--batch-size", "8", "--precision", "float32", "--no-export"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(image_folder_factory, tmp_path_factory):
+    """A 1-epoch run on three classes, the source of the fine-tuning tests."""
+    images = image_folder_factory(classes=("cat", "dog", "fish"), per_class=10, size=8)
+    out = tmp_path_factory.mktemp("runs") / "source"
+    result = run_train("--data-dir", images, "--epochs", "1", *FAST, "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def target(image_folder_factory):
+    return image_folder_factory(classes=("ant", "bee"), per_class=10, size=8, seed=1)
+
+
+def _convs(model):
+    return {layer.name: layer.get_weights()[0] for layer in model.layers
+            if isinstance(layer, keras.layers.Conv2D)}
+
+
+def test_head_phase_keeps_the_backbone_then_fine_tuning_resumes(pretrained, target, tmp_path):
+    out = tmp_path / "finetuned"
+    args = ["--data-dir", target, "--weights", pretrained, "--freeze-epochs", "1",
+            "--epochs", "2", *FAST, "--out", out]
+    killed = run_train(*args, RESNET_TF_KILL_AT="start of epoch 2")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    source = keras.saving.load_model(pretrained / "best.keras")
+    after_head = keras.saving.load_model(out / "last.keras")
+    assert after_head.output_shape == (None, 2)  # a new classifier for the new classes
+    theirs = _convs(source)
+    for name, kernel in _convs(after_head).items():
+        np.testing.assert_array_equal(kernel, theirs[name])  # frozen during the head phase
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert (config["depth"], config["image_size"], config["stem"]) == (20, 8, "cifar")
+
+    resumed = run_train(*args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Epoch 1/2" not in resumed.stdout and "Epoch 2/2" in resumed.stdout
+    rows = (out / "history.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == ["1", "2"]
+    final = keras.saving.load_model(out / "last.keras")
+    assert any(not np.array_equal(k, theirs[n]) for n, k in _convs(final).items())
+
+
+def test_torchvision_file_fine_tunes(target, tmp_path):
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision (the test extra) is not installed")
+    path = tmp_path / "resnet18.pth"
+    # torch and TensorFlow in one process can crash: the file is written by another.
+    code = ("import torch, torchvision, sys; torch.manual_seed(0); "
+            "torch.save(torchvision.models.resnet18().state_dict(), sys.argv[1])")
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=300)
+    out = tmp_path / "run"
+    result = run_train("--data-dir", target, "--weights", path, "--image-size", "32",
+                       "--epochs", "1", *FAST, "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["depth"] == 18 and config["weights"] == str(path)
+    assert keras.saving.load_model(out / "best.keras").output_shape == (None, 2)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--freeze-epochs", "1"], "Received: no --weights"),
+    (["--weights", "/no/such/file.pth"], "--weights names nothing that exists"),
+])
+def test_fine_tuning_errors(target, tmp_path, args, message):
+    result = run_train("--data-dir", target, "--epochs", "2", *FAST, "--out", tmp_path / "r",
+                       *args)
+    assert result.returncode == 2
+    assert message in error_line(result)
+
+
+def test_weights_of_another_architecture_name_the_layer(pretrained, target, tmp_path):
+    result = run_train("--data-dir", target, "--weights", pretrained, "--depth", "32",
+                       "--epochs", "1", *FAST, "--out", tmp_path / "r")
+    assert result.returncode == 2
+    assert "does not fit the network at layer" in error_line(result)
