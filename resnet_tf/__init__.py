@@ -20,6 +20,8 @@ from resnet_tf.models import (
     freeze_batchnorm,
     residual_block,
 )
+from resnet_tf.models.normalization import WeightsNormalization
+from resnet_tf.models.registry import list_weights
 from resnet_tf.schedules import WarmupSchedule  # registered, so run checkpoints load compiled
 
 __version__ = "0.2.0"
@@ -31,10 +33,12 @@ __all__ = [
     "StochasticDepth",
     "WarmupSchedule",
     "WeightsDownloadError",
+    "WeightsNormalization",
     "ZeroPadShortcut",
     "bottleneck_block",
     "build_resnet",
     "feature_extractor",
     "freeze_batchnorm",
+    "list_weights",
     "residual_block",
 ]

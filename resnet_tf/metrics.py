@@ -9,7 +9,7 @@ import numpy as np
 TTA = ("none", "flip")
 
 
-def evaluate_model(model, dataset, class_names, *, top_k=5, tta="none"):
+def evaluate_model(model, dataset, class_names, *, top_k=5, tta="none", on_batch=None):
     """Top-1/top-k accuracy, per-class precision and recall, and the confusion matrix.
 
     Args:
@@ -21,6 +21,8 @@ def evaluate_model(model, dataset, class_names, *, top_k=5, tta="none"):
         top_k: int. The k of the top-k accuracy, reported as `"top5"` for k=5.
         tta: str. "none", or "flip": average the scores of each image and its mirror
             image (left-right), as timm's and torchvision's validation scripts offer.
+        on_batch: optional callable `(images, labels, scores)` called for every batch
+            (labels as class indices), e.g. to keep the most confident errors.
 
     Returns:
         A JSON-serializable dict: `top1`, `top<k>` (fractions in 0..1), `examples`,
@@ -44,6 +46,8 @@ def evaluate_model(model, dataset, class_names, *, top_k=5, tta="none"):
         if labels.ndim == 2:
             labels = labels.argmax(axis=1)
         labels = labels.astype(np.int64)
+        if on_batch is not None:
+            on_batch(images, labels, scores)
         np.add.at(confusion, (labels, scores.argmax(axis=1)), 1)
         best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         top_k_hits += int((best == labels[:, None]).any(axis=1).sum())

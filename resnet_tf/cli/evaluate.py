@@ -5,10 +5,14 @@ import json
 import os
 import sys
 
+import numpy as np
+
 from resnet_tf.cli.common import fail
 from resnet_tf.data import PRESETS, image_files
 from resnet_tf.errors import EvaluationError
 from resnet_tf.evaluation import (
+    ConfidentErrors,
+    error_gallery,
     evaluate,
     format_metrics,
     format_predictions,
@@ -18,6 +22,7 @@ from resnet_tf.evaluation import (
 )
 from resnet_tf.export.savedmodel import check_output_folder
 from resnet_tf.files import atomic_write, write_json
+from resnet_tf.metrics import TTA
 
 _EVALUATE = "resnet-evaluate"
 _PREDICT = "resnet-predict"
@@ -28,7 +33,8 @@ def evaluate_parser():
         prog=_EVALUATE,
         description="Evaluate a .keras model, a run folder or a SavedModel on an image folder "
                     "or a TFDS split: top-1/top-5 accuracy, per-class precision and recall, "
-                    "confusion matrix (printed, metrics.json, confusion_matrix.png).",
+                    "confusion matrix (printed, metrics.json, confusion_matrix.png) and the most "
+                    "confidently wrong images (errors.png).",
     )
     parser.add_argument("model", help=".keras file, run folder, or SavedModel (version or base folder)")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -38,6 +44,12 @@ def evaluate_parser():
     parser.add_argument("--tfds-dir", help="TFDS data directory")
     parser.add_argument("--out", default="evaluation", help="output folder (default: ./evaluation)")
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    parser.add_argument("--explain", action="store_true",
+                        help="show each image of errors.png with its Grad-CAM heat map for "
+                             "the predicted class (.keras models and run folders)")
+    parser.add_argument("--tta", choices=TTA, default="none",
+                        help="flip: average each image with its mirror image (.keras models "
+                             "and run folders; default: none)")
     _model_options(parser)
     return parser
 
@@ -52,8 +64,14 @@ def evaluate_main(argv=None):
             raise EvaluationError(f"Image folder '{args.data_dir}' does not exist.")
         check_output_folder(args.out, "--out", EvaluationError)  # before, not after, the work
         classifier = _load(args)
+        if args.explain and classifier.keras_model is None:
+            raise EvaluationError(f"--explain needs the Keras model for Grad-CAM. Received: the "
+                                  f"SavedModel '{classifier.path}'; expected a .keras file or a "
+                                  "run folder.")
+        errors = ConfidentErrors(count=16)
         metrics = evaluate(classifier, data_dir=args.data_dir, dataset=args.dataset,
-                           split=args.split, tfds_dir=args.tfds_dir, batch_size=args.batch_size)
+                           split=args.split, tfds_dir=args.tfds_dir, batch_size=args.batch_size,
+                           tta=args.tta, errors=errors)
         if metrics["examples"] == 0:
             raise EvaluationError(f"None of the images in {metrics['data']} could be decoded.")
     except ValueError as error:  # EvaluationError, ExportError, data.DataError
@@ -62,11 +80,26 @@ def evaluate_main(argv=None):
     write_json(os.path.join(args.out, "metrics.json"), metrics)
     atomic_write(os.path.join(args.out, "confusion_matrix.png"),
                  lambda tmp: plot_confusion_matrix(metrics, tmp))
+    _write_errors(errors, classifier, metrics["class_names"], args)
     print(format_metrics(metrics))
-    print(f"\nWrote metrics.json and confusion_matrix.png to {args.out}")
+    print(f"\nWrote metrics.json, confusion_matrix.png and errors.png to {args.out}")
     return 0
 
 
+
+
+def _write_errors(errors, classifier, class_names, args):
+    """errors.png: the most confidently wrong images (with their Grad-CAM on --explain)."""
+    images, true, pred, scores = errors.arrays(classifier.image_size, classifier.preset)
+    heatmaps = None
+    if args.explain and len(images):
+        from resnet_tf.data import normalize
+        from resnet_tf.evaluation.explain import grad_cam
+
+        heatmaps = grad_cam(classifier.keras_model, np.asarray(normalize(images)),
+                            class_index=[int(p) for p in pred])
+    error_gallery(images, true, pred, scores, class_names, os.path.join(args.out, "errors.png"),
+                  heatmaps=heatmaps)
 
 
 def predict_parser():

@@ -6,6 +6,7 @@ Takes a `.keras` file, a run folder or an exported SavedModel alike.
 from resnet_tf.errors import EvaluationError, ExplainError
 from resnet_tf.evaluation.evaluate import (
     Classifier,
+    ConfidentErrors,
     evaluate,
     format_metrics,
     format_predictions,
@@ -18,6 +19,7 @@ from resnet_tf.evaluation.explain import error_gallery, feature_grid, grad_cam, 
 
 __all__ = [
     "Classifier",
+    "ConfidentErrors",
     "EvaluationError",
     "ExplainError",
     "error_gallery",

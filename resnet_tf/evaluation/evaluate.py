@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from resnet_tf.data import decode_image, list_image_folder, preprocess_for_eval
+from resnet_tf.data import MEAN, STD, decode_image, list_image_folder, preprocess_for_eval
 from resnet_tf.data.tfds import tfds_eval_split
 from resnet_tf.errors import EvaluationError
 from resnet_tf.export.checkpoint import load_checkpoint
@@ -116,14 +116,51 @@ def _first_line(error):
 # evaluate
 
 
+class ConfidentErrors:
+    """Keeps the `count` wrong predictions given the highest probability, as
+    `evaluate(..., errors=...)` goes through the data."""
+
+    def __init__(self, count=16):
+        self.count = count
+        self.kept = []  # (wrong-class score, image, true, predicted, scores)
+
+    def __call__(self, images, labels, scores):
+        predicted = scores.argmax(axis=1)
+        for i in np.flatnonzero(predicted != labels):
+            self.kept.append((float(scores[i, predicted[i]]), np.asarray(images[i]),
+                              int(labels[i]), int(predicted[i]), scores[i]))
+        self.kept = sorted(self.kept, key=lambda k: -k[0])[:self.count]
+
+    def arrays(self, image_size, preset):
+        """`(uint8 images as the model saw them, true, predicted, scores)`."""
+        if not self.kept:
+            return np.zeros((0, image_size, image_size, 3), np.uint8), [], [], np.zeros((0, 1))
+        images = []
+        for _, image, *_ in self.kept:
+            if image.dtype == object or image.ndim == 0:  # encoded bytes (a SavedModel's input)
+                image = preprocess_for_eval(decode_image(image.item() if image.ndim == 0
+                                                         else image), image_size, preset)
+            pixels = (np.asarray(image) * np.asarray(STD) + np.asarray(MEAN)) * 255.0
+            images.append(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
+        return (np.stack(images), [k[2] for k in self.kept], [k[3] for k in self.kept],
+                np.stack([k[4] for k in self.kept]))
+
+
 def evaluate(classifier, *, data_dir=None, dataset=None, split="test", tfds_dir=None,
-             batch_size=64):
+             batch_size=64, tta="none", errors=None):
     """`metrics.evaluate_model` on an image folder or a TFDS split.
+
+    `tta="flip"` averages each image's scores with its mirror image's (Keras models only:
+    a SavedModel takes encoded bytes). `errors`: an optional `ConfidentErrors` to fill.
 
     Returns:
         The metrics dict, plus `model`, `data` and `skipped_files` (images that could
         not be decoded and were left out).
     """
+    if tta != "none" and classifier.keras_model is None:
+        raise EvaluationError(f"Test-time augmentation needs the Keras model. Received: "
+                              f"tta={tta!r} with the SavedModel '{classifier.path}'; expected a "
+                              ".keras file or a run folder.")
     if data_dir is not None:
         files, labels, class_names = list_image_folder(data_dir)
         source = tf.data.Dataset.from_tensor_slices((files, labels)).map(
@@ -164,7 +201,7 @@ def evaluate(classifier, *, data_dir=None, dataset=None, split="test", tfds_dir=
             return classifier.serve(image_bytes)["probabilities"]
     batches = (source.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    result = evaluate_model(model, batches, class_names)
+    result = evaluate_model(model, batches, class_names, tta=tta, on_batch=errors)
     result.update(model=classifier.path, data=described,
                   skipped_files=0 if total is None else total - result["examples"])
     return result

@@ -304,3 +304,51 @@ def test_predict_on_a_folder_with_a_broken_link_classifies_the_rest(run, images,
     assert [r["file"] for r in json.loads(captured.out)] == [str(folder / f"{i}.{'jpg' if i % 2 else 'png'}")
                                                             for i in range(PER_CLASS)]
     assert captured.err == ""
+
+
+@pytest.mark.parametrize("kind", ["keras", "saved_model"])
+def test_evaluate_writes_the_most_confident_errors(run, images, tmp_path, kind, monkeypatch):
+    folder, model = run
+    source = folder if kind == "keras" else folder / "export" / "tiny"
+    shown = {}
+    real = evaluate_cli.error_gallery
+
+    def spy(images_, true, pred, probs, class_names, path, heatmaps=None, count=16):
+        shown.update(true=list(true), pred=list(pred), heatmaps=heatmaps, images=images_)
+        return real(images_, true, pred, probs, class_names, path, heatmaps, count)
+
+    monkeypatch.setattr(evaluate_cli, "error_gallery", spy)
+    argv = [str(source), "--data-dir", str(images), "--out", str(tmp_path / "e")]
+    assert evaluate_cli.evaluate_main(argv + (["--explain"] if kind == "keras" else [])) == 0
+    assert (tmp_path / "e" / "errors.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    _, labels, probabilities = _expected(model, images)
+    predicted = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(predicted != labels)
+    confidence = probabilities[wrong, predicted[wrong]]
+    expected = wrong[np.argsort(-confidence, kind="stable")][:16]
+    assert shown["true"] == labels[expected].tolist() and shown["pred"] == predicted[expected].tolist()
+    assert shown["images"].dtype == np.uint8 and shown["images"].shape[1:] == (SIZE, SIZE, 3)
+    if kind == "keras":
+        assert shown["heatmaps"] is not None and len(shown["heatmaps"]) == len(expected)
+
+
+def test_flip_tta_averages_an_image_with_its_mirror(run, images, tmp_path):
+    folder, model = run
+    out = tmp_path / "tta"
+    assert evaluate_cli.evaluate_main([str(folder), "--data-dir", str(images), "--out", str(out),
+                                       "--tta", "flip"]) == 0
+    files, labels, _ = data.list_image_folder(images)
+    batch = np.stack([data.preprocess_for_eval(data.decode_image(tf.io.read_file(f)), SIZE, "cifar")
+                      for f in files])
+    labels = np.asarray([CLASSES.index(sorted(CLASSES)[i]) for i in labels])
+    scores = model(batch, training=False).numpy() + model(batch[:, :, ::-1], training=False).numpy()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["top1"] == pytest.approx((scores.argmax(axis=1) == labels).mean())
+
+
+def test_tta_and_explain_need_the_keras_model(run, images, tmp_path, capsys):
+    folder, _ = run
+    for flag in (["--tta", "flip"], ["--explain"]):
+        argv = [str(folder / "export" / "tiny"), "--data-dir", str(images), "--out", str(tmp_path / "x")]
+        assert evaluate_cli.evaluate_main(argv + flag) == 2
+        assert "needs the Keras model" in _one_error_line(capsys, "resnet-evaluate")
