@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import randomise_batchnorm
 from PIL import Image
 
 from resnet_tf import build_resnet, data, export
@@ -32,21 +33,9 @@ CLASSES = ["cat", "dog", "bird"]
 TOLERANCE = 1e-4
 
 
-def _randomise_batchnorm(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([
-                rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n),
-                rng.normal(0, 0.2, n), rng.uniform(0.5, 2.0, n),
-            ])
-    return model
-
-
 def _tiny_model(**kwargs):
     keras.utils.set_random_seed(0)
-    return _randomise_batchnorm(build_resnet(20, input_shape=(SIZE, SIZE, 3), classes=3, **kwargs))
+    return randomise_batchnorm(build_resnet(20, input_shape=(SIZE, SIZE, 3), classes=3, **kwargs))
 
 
 def _encode(array, fmt, mode=None, **kwargs):
@@ -193,7 +182,7 @@ def test_pixels_signature_takes_uint8_at_the_training_size(model, exported):
 
 
 def test_imagenet_preset_resizes_and_crops_like_evaluation(tmp_path):
-    model = _randomise_batchnorm(build_resnet(20, input_shape=(32, 32, 3), classes=4))
+    model = randomise_batchnorm(build_resnet(20, input_shape=(32, 32, 3), classes=4))
     version = export_serving_model(model, tmp_path, class_names=list("abcd"), image_size=32,
                                    preset="imagenet", top_k=2)
     serve = tf.saved_model.load(version).signatures["serving_default"]

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import randomise_batchnorm
 from PIL import Image
 
 from resnet_tf import build_resnet, data
@@ -26,14 +27,7 @@ PER_CLASS = 8
 
 def _tiny_model():
     keras.utils.set_random_seed(0)
-    model = build_resnet(20, input_shape=(SIZE, SIZE, 3), classes=len(CLASSES))
-    rng = np.random.default_rng(0)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n),
-                               rng.normal(0, 0.2, n), rng.uniform(0.5, 2.0, n)])
-    return model
+    return randomise_batchnorm(build_resnet(20, input_shape=(SIZE, SIZE, 3), classes=len(CLASSES)))
 
 
 def _fit_head(model, images, labels):

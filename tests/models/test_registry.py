@@ -21,6 +21,7 @@ import time
 import keras
 import numpy as np
 import pytest
+from conftest import randomise_batchnorm
 
 from resnet_tf import build_resnet, files
 from resnet_tf.errors import WeightsDownloadError
@@ -340,18 +341,13 @@ def _state_dict_of(model):
 
 def test_build_resnet_loads_a_registered_name(keras_home, server, monkeypatch):
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
-    source = build_resnet(18, input_shape=(None, None, 3), classifier_activation=None)
-    rng = np.random.default_rng(0)
-    for layer in source.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n),
-                               rng.normal(0, 0.1, n), rng.uniform(0.5, 2.0, n)])
+    source = randomise_batchnorm(build_resnet(18, input_shape=(None, None, 3),
+                                              classifier_activation=None))
     content = safetensors_numpy.save(_state_dict_of(source))
     _serve(monkeypatch, server, "timm:resnet18.a1_in1k", content, None)
     model = build_resnet(18, input_shape=(None, None, 3), classifier_activation=None,
                          weights="timm:a1_in1k")
-    x = rng.normal(size=(2, 40, 48, 3)).astype("float32")
+    x = np.random.default_rng(0).normal(size=(2, 40, 48, 3)).astype("float32")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)),
                                keras.ops.convert_to_numpy(source(x)), rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match=r"are for build_resnet\(18\)\. Received: depth=34"):
