@@ -191,8 +191,17 @@ def shared_model():
     return get
 
 
+# The deepest and widest networks take most of the time; the default run keeps one of
+# each layout (basic, bottleneck, ResNeXt, D, SE, v2) and `-m slow` runs them all.
+_DEFAULT_RUN = {("torchvision", "resnet18"), ("timm", "resnet34"), ("torchvision", "resnet50"),
+                ("timm", "resnext50_32x4d"), ("timm", "resnet50d"), ("timm", "seresnet50"),
+                ("timm", "resnetv2_50")}
+
+
 @pytest.mark.parametrize(
-    "library, architecture, kwargs", ARCHITECTURES,
+    "library, architecture, kwargs",
+    [pytest.param(*case, marks=[] if case[:2] in _DEFAULT_RUN else [pytest.mark.slow])
+     for case in ARCHITECTURES],
     ids=[f"{library}-{architecture}" for library, architecture, _ in ARCHITECTURES],
 )
 def test_logits_equal_the_reference(torch_reference, shared_model, library, architecture,

@@ -21,7 +21,8 @@ POINTS = [
     "before complete",
     "after export",
 ]
-SLOW_POINTS = {"writing latest.weights.h5", "before complete"}
+SLOW_POINTS = {"writing latest.weights.h5", "before complete", "final evaluation",
+               "writing last.keras"}
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,7 @@ def test_head_phase_keeps_the_backbone_then_fine_tuning_resumes(pretrained, targ
     assert any(not np.array_equal(k, theirs[n]) for n, k in _convs(final).items())
 
 
+@pytest.mark.slow
 def test_torchvision_file_fine_tunes(target, tmp_path):
     if importlib.util.find_spec("torchvision") is None:
         pytest.skip("torchvision (the test extra) is not installed")

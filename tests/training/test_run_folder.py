@@ -74,7 +74,8 @@ def test_missing_backup_is_refused_not_silently_restarted(finished, images, tmp_
     assert (out / "history.csv").read_text() == history  # nothing overwritten
 
 
-@pytest.mark.parametrize("damage", ["weights", "metadata", "history"])
+@pytest.mark.parametrize("damage", ["weights", pytest.param("metadata", marks=pytest.mark.slow),
+                                    pytest.param("history", marks=pytest.mark.slow)])
 def test_damaged_run_files_are_one_line_errors(finished, images, tmp_path, damage):
     out = _half_finished(finished, tmp_path)
     (out / "backup" / "latest.weights.h5").write_bytes(b"\x89HDF\r\n cut short")
@@ -133,10 +134,11 @@ def test_ctrl_c_says_how_to_resume(images, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--seed", "-1"], "--seed is out of range"),
-    (["--seed", str(2**70)], "--seed is out of range"),
+    pytest.param(["--seed", str(2**70)], "--seed is out of range", marks=pytest.mark.slow),
     (["--image-size", "100000"], "--image-size is too large"),
-    (["--warmup-epochs", "nan"], "--warmup-epochs must be a finite number"),
-    (["--lr", "inf"], "--lr must be a finite number"),
+    pytest.param(["--warmup-epochs", "nan"], "--warmup-epochs must be a finite number",
+                 marks=pytest.mark.slow),
+    pytest.param(["--lr", "inf"], "--lr must be a finite number", marks=pytest.mark.slow),
     (["--devices", "99"], "--devices asks for more CPU devices than cores"),
 ])
 def test_bad_values_are_one_line_errors(images, tmp_path, args, message):

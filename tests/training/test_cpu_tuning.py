@@ -1,0 +1,142 @@
+"""resnet_tf.training.cpu_tuning: CPU flags -> TensorFlow settings, and how they are applied.
+
+Pure Python: flags are given, environments are plain dicts, nothing is restarted.
+"""
+
+import pytest
+
+from resnet_tf.training import cpu_tuning
+from resnet_tf.training.cpu_tuning import (
+    CHOICES,
+    MACHINE_KINDS,
+    apply_env_before_tensorflow,
+    choose_cpu_config,
+    machine_kind,
+    reexec_with_env,
+)
+
+AVX2 = {"sse4_2", "avx", "avx2", "fma", "f16c"}
+ZEN4 = AVX2 | {"avx512f", "avx512bw", "avx512_vnni", "avx512_bf16"}
+SKYLAKE_X = AVX2 | {"avx512f", "avx512bw", "avx512_vnni"}
+SAPPHIRE_RAPIDS = ZEN4 | {"amx_bf16", "amx_tile", "amx_int8"}
+
+
+@pytest.mark.parametrize("flags, kind", [
+    (SAPPHIRE_RAPIDS, "AMX"),
+    (ZEN4, "AVX512-BF16"),
+    (SKYLAKE_X, "AVX-512"),
+    (AVX2, "AVX2"),
+    ({"sse4_2"}, "older x86 / other"),
+    (set(), "older x86 / other"),
+])
+def test_machine_kind(flags, kind):
+    assert machine_kind(flags) == kind
+
+
+def test_every_kind_has_a_choice_with_its_source():
+    for kind, _ in MACHINE_KINDS:
+        row = CHOICES[kind]
+        assert set(row) >= {"env", "inter_op", "intra_op", "steps_per_execution", "source"}
+        assert row["source"]
+
+
+def test_avx2_only_turns_onednn_off_and_says_where_that_comes_from():
+    config = choose_cpu_config(AVX2)
+    assert config["kind"] == "AVX2"
+    assert config["env"] == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert "issue 15" in config["reason"] and "not re-measured" in config["reason"]
+
+
+def test_avx512_bf16_row_is_the_measured_one():
+    config = choose_cpu_config(ZEN4)
+    assert config["kind"] == "AVX512-BF16"
+    assert "TF_ENABLE_ONEDNN_OPTS" not in config["env"]  # oneDNN stays on there
+    assert "measured" in config["reason"] and "CPU_CONFIGS.md" in config["reason"]
+    assert config["steps_per_execution"] >= 1
+
+
+def test_config_is_a_copy_of_the_table():
+    config = choose_cpu_config(AVX2)
+    config["env"]["X"] = "1"
+    assert "X" not in CHOICES["AVX2"]["env"]
+
+
+def test_reads_this_machines_flags_by_default(monkeypatch):
+    from resnet_tf.training import distribute
+
+    monkeypatch.setattr(distribute, "_cpu_flags", lambda: AVX2)
+    assert choose_cpu_config()["kind"] == "AVX2"
+
+
+def test_overrides_win_over_the_table():
+    config = choose_cpu_config(AVX2, overrides={
+        "env": {"TF_ENABLE_ONEDNN_OPTS": "1"}, "inter_op": 1, "steps_per_execution": 4})
+    assert config["env"] == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    assert config["inter_op"] == 1 and config["steps_per_execution"] == 4
+    assert config["intra_op"] is None
+    assert "overridden" in config["reason"]
+
+
+def test_override_none_drops_a_variable():
+    config = choose_cpu_config(AVX2, overrides={"env": {"TF_ENABLE_ONEDNN_OPTS": None}})
+    assert config["env"] == {}
+
+
+def test_unknown_override_is_refused():
+    with pytest.raises(ValueError, match="Received: overrides with jit"):
+        choose_cpu_config(AVX2, overrides={"jit": True})
+
+
+def test_apply_sets_missing_variables_and_keeps_the_users():
+    config = choose_cpu_config(AVX2)
+    environ = {}
+    assert apply_env_before_tensorflow(config, environ) == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert environ == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert apply_env_before_tensorflow(config, environ) == {}  # already set
+    users = {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    assert apply_env_before_tensorflow(config, users) == {}
+    assert users == {"TF_ENABLE_ONEDNN_OPTS": "1"}
+
+
+def test_an_explicit_override_beats_the_users_environment():
+    config = choose_cpu_config(ZEN4, overrides={"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}})
+    environ = {"TF_ENABLE_ONEDNN_OPTS": "1"}
+    assert apply_env_before_tensorflow(config, environ) == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+
+
+class _Exec:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, path, argv):
+        self.calls.append((path, argv))
+
+
+def test_reexec_only_sets_the_environment_before_tensorflow():
+    execv, environ = _Exec(), {}
+    changed = reexec_with_env(choose_cpu_config(AVX2), ["-m", "resnet_tf", "train"],
+                              environ=environ, modules={}, execv=execv)
+    assert changed == {"TF_ENABLE_ONEDNN_OPTS": "0"} and not execv.calls
+
+
+def test_reexec_restarts_once_when_tensorflow_is_already_loaded():
+    execv, environ = _Exec(), {}
+    reexec_with_env(choose_cpu_config(AVX2), ["-m", "resnet_tf", "train", "--epochs", "1"],
+                    environ=environ, modules={"tensorflow": object()}, execv=execv)
+    assert len(execv.calls) == 1
+    path, argv = execv.calls[0]
+    assert argv[1:] == ["-m", "resnet_tf", "train", "--epochs", "1"] and argv[0] == path
+    assert environ["TF_ENABLE_ONEDNN_OPTS"] == "0"
+    assert environ[cpu_tuning._RESTARTED] == "1"
+    # The restarted command finds the variable set: nothing to change, no second restart.
+    reexec_with_env(choose_cpu_config(AVX2), ["x"], environ=environ,
+                    modules={"tensorflow": object()}, execv=execv)
+    assert len(execv.calls) == 1
+
+
+def test_reexec_does_nothing_when_nothing_changes():
+    execv = _Exec()
+    changed = reexec_with_env(choose_cpu_config(SKYLAKE_X), ["x"], environ={},
+                              modules={"tensorflow": object()}, execv=execv)
+    assert changed == {} and not execv.calls
