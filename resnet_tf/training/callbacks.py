@@ -11,7 +11,7 @@ import os
 
 import keras
 
-from resnet_tf.errors import TrainingDivergedError
+from resnet_tf.errors import ConfigError, TrainingDivergedError
 from resnet_tf.files import atomic_write, fault_point, write_text
 
 
@@ -40,10 +40,29 @@ class RunRecorder(keras.callbacks.Callback):
         self.rows.append(row)
         self.run.write_history(self.rows)
         self.run.write_curves(self.rows)
+        check_free_space(self.run.path, self.model)
         with ema_weights_in(self.model, self.ema):
             atomic_write(self.run.file("last.keras"), self.model.save)
             if row.get(self.monitor, -math.inf) > best:
                 atomic_write(self.run.file("best.keras"), self.model.save)
+
+
+def check_free_space(folder, model, copies=4):
+    """Raises `ConfigError` when `folder`'s disk cannot hold `copies` checkpoints of `model`.
+
+    An epoch writes last.keras, maybe best.keras and the backup (weights and optimizer
+    state), each through a temporary copy; a full disk mid-write is what TensorFlow and
+    h5py handle worst, so the epoch stops before it, its previous state intact.
+    """
+    import shutil
+
+    needed = copies * 4 * model.count_params() * 3  # float32 weights, ~2 optimizer slots
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise ConfigError(
+            f"The disk of {folder} is (nearly) full. Received: {free / 2**20:.0f} MB free; "
+            f"expected at least {needed / 2**20:.0f} MB for this epoch's checkpoints. Free "
+            "some space and rerun the same command to resume from the last finished epoch.")
 
 
 @contextlib.contextmanager

@@ -154,3 +154,21 @@ def test_export_dir_that_is_a_file_is_refused_before_training(images, tmp_path):
     assert result.returncode == 2
     assert "--export-dir is a file. Received:" in error_line(result)
     assert not (tmp_path / "run" / "history.csv").exists()
+
+
+def test_a_full_disk_stops_before_writing_checkpoints(tmp_path, monkeypatch):
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    import keras
+
+    from resnet_tf.errors import ConfigError
+    from resnet_tf.training.callbacks import check_free_space
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1000)])
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: usage(10**9, 10**9, 10**5))
+    with pytest.raises(ConfigError, match=r"is \(nearly\) full\. Received: 0 MB free"):
+        check_free_space(str(tmp_path), model)
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: usage(10**12, 0, 10**12))
+    check_free_space(str(tmp_path), model)
