@@ -59,7 +59,7 @@ def evaluate_main(argv=None):
     args = evaluate_parser().parse_args(argv)
     try:
         if args.batch_size < 1:
-            raise EvaluationError(f"--batch-size must be a positive integer; received {args.batch_size}.")
+            raise EvaluationError(f"--batch-size must be a positive integer. Received: --batch-size {args.batch_size}; expected 1 or more.")
         if args.data_dir is not None and not os.path.exists(args.data_dir):
             raise EvaluationError(f"Image folder '{args.data_dir}' does not exist.")
         check_output_folder(args.out, "--out", EvaluationError)  # before, not after, the work
@@ -126,7 +126,7 @@ def predict_main(argv=None):
     args = predict_parser().parse_args(argv)
     try:
         if args.top_k < 1:
-            raise EvaluationError(f"--top-k must be a positive integer; received {args.top_k}.")
+            raise EvaluationError(f"--top-k must be a positive integer. Received: --top-k {args.top_k}; expected 1 or more.")
         files = image_files(args.images)
         classifier = _load(args, top_k=args.top_k)
     except ValueError as error:

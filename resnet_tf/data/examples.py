@@ -70,7 +70,7 @@ def dataset_options(deterministic):
 
 def check_positive_int(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise DataError(f"{name} must be a positive integer; received {name}={value!r}.")
+        raise DataError(f"{name} must be a positive integer. Received: {name}={value!r}; expected 1 or more.")
 
 
 def val_mask(labels, val_split, seed):

@@ -27,7 +27,7 @@ def list_image_folder(path):
     if not os.path.exists(path):
         raise DataError(f"Image folder '{path}' does not exist; expected {FOLDER_LAYOUT}.")
     if not os.path.isdir(path):
-        raise DataError(f"Expected {FOLDER_LAYOUT}, received the file '{path}'.")
+        raise DataError(f"The image folder is a file. Received: '{path}'; expected {FOLDER_LAYOUT}.")
     class_names = sorted(
         e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith(".")
     )

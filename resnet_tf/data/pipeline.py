@@ -121,7 +121,7 @@ def load_data(
         isinstance(val_split, (int, float, np.floating)) and 0 <= val_split < 1
     ):
         raise DataError(
-            f"val_split must be a fraction in [0, 1), e.g. 0.1; received val_split={val_split!r}."
+            f"val_split must be a fraction in [0, 1). Received: val_split={val_split!r}; expected e.g. 0.1."
         )
     val_split = val_split or None
     if data_dir is not None:

@@ -150,4 +150,4 @@ def _resize_shorter_side(image, size):
 
 def check_preset(preset):
     if preset not in PRESETS:
-        raise DataError(f"preset must be one of {', '.join(PRESETS)}; received preset={preset!r}.")
+        raise DataError(f"preset must be one of {', '.join(PRESETS)}. Received: preset={preset!r}; expected one of them.")

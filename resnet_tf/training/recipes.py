@@ -166,17 +166,20 @@ def check_config(config, options=RunOptions()):
                           ("precision", PRECISIONS), ("loss", LOSSES), ("tta", TTAS)):
         value = getattr(config, name)
         if value is not None and value not in allowed:
-            raise ConfigError(f"--{name} must be one of {', '.join(allowed)}; "
-                              f"received {value!r}.")
+            raise ConfigError(f"--{name} must be one of {', '.join(allowed)}. Received: "
+                              f"--{name} {value!r}; expected one of them.")
     augment = _augment_policy(config.augment)
     if augment is not None and augment not in AUGMENTS:
-        raise ConfigError(f"--augment must be one of {', '.join(AUGMENTS)}; received {augment!r}.")
+        raise ConfigError(f"--augment must be one of {', '.join(AUGMENTS)}. Received: --augment "
+                          f"{augment!r}; expected one of them.")
     for name in ("epochs", "batch_size", "image_size", "groups", "width_per_group"):
         value = getattr(config, name)
         if value is not None and value < 1:
-            raise ConfigError(f"--{_flag(name)} must be a positive integer; received {value}.")
+            raise ConfigError(f"--{_flag(name)} must be a positive integer. Received: "
+                              f"--{_flag(name)} {value}; expected 1 or more.")
     if config.freeze_epochs is not None and config.freeze_epochs < 0:
-        raise ConfigError(f"--freeze-epochs must be >= 0; received {config.freeze_epochs}.")
+        raise ConfigError(f"--freeze-epochs must be >= 0. Received: --freeze-epochs "
+                          f"{config.freeze_epochs}; expected 0 or more.")
     if (config.freeze_epochs or config.finetune_lr or config.train_batchnorm) and not config.weights:
         raise ConfigError("--freeze-epochs, --finetune-lr and --train-batchnorm fine-tune "
                           "pretrained weights. Received: no --weights; expected --weights "
@@ -205,13 +208,15 @@ def check_config(config, options=RunOptions()):
     for name in ("lr", "grad_clip", "width_multiplier", "finetune_lr"):
         value = getattr(config, name)
         if value is not None and not value > 0:
-            raise ConfigError(f"--{_flag(name)} must be positive; received {value}.")
+            raise ConfigError(f"--{_flag(name)} must be positive. Received: --{_flag(name)} "
+                              f"{value}; expected a number above 0.")
     for name, low, high in (("wd", 0, math.inf), ("label_smoothing", 0, 1), ("val_split", 0, 1),
                             ("momentum", 0, 1), ("mixup", 0, math.inf), ("cutmix", 0, math.inf),
                             ("se_ratio", 0, 1), ("stochastic_depth", 0, 1), ("dropout", 0, 1)):
         value = getattr(config, name)
         if value is not None and not low <= value < high:
-            raise ConfigError(f"--{_flag(name)} must be in [{low}, {high}); received {value}.")
+            raise ConfigError(f"--{_flag(name)} must be in [{low}, {high}). Received: "
+                              f"--{_flag(name)} {value}; expected {low} <= value < {high}.")
     if config.random_erasing is not None and not 0 <= config.random_erasing <= 1:
         raise ConfigError("--random-erasing is a probability. Received: --random-erasing "
                           f"{config.random_erasing}; expected a number from 0 to 1.")
@@ -219,17 +224,20 @@ def check_config(config, options=RunOptions()):
         raise ConfigError(f"--ema is a decay per step. Received: --ema {config.ema}; expected a "
                           "number strictly between 0 and 1, such as 0.999 (or 0 for none).")
     if config.warmup_epochs is not None and config.warmup_epochs < 0:
-        raise ConfigError(f"--warmup-epochs must be >= 0; received {config.warmup_epochs}.")
+        raise ConfigError(f"--warmup-epochs must be >= 0. Received: --warmup-epochs "
+                          f"{config.warmup_epochs}; expected 0 or more.")
     for flag, path in (("--data-dir", config.data_dir), ("--val-dir", config.val_dir)):
         if path is not None and not os.path.isdir(path):
             what = "is not a directory" if os.path.exists(path) else "does not exist"
             raise ConfigError(f"{flag} {path} {what}; expected a folder with one sub-folder "
                               "of images per class.")
     if options.devices is not None and options.devices < 1:
-        raise ConfigError(f"--devices must be a positive integer; received {options.devices}.")
+        raise ConfigError(f"--devices must be a positive integer. Received: --devices "
+                          f"{options.devices}; expected 1 or more.")
     if options.steps_per_execution < 1:
-        raise ConfigError("--steps-per-execution must be a positive integer; "
-                          f"received {options.steps_per_execution}.")
+        raise ConfigError("--steps-per-execution must be a positive integer. Received: "
+                          f"--steps-per-execution {options.steps_per_execution}; expected 1 or "
+                          "more.")
 
 
 def _augment_policy(augment):

@@ -86,7 +86,7 @@ def test_class_order_is_sorted_and_other_files_are_ignored(tmp_path):
     "layout, message",
     [
         ("missing", "does not exist"),
-        ("file", "received the file"),
+        ("file", "The image folder is a file. Received:"),
         ("no_classes", "has no class sub-folders"),
         ("no_images", "has 2 class sub-folders but no image files"),
         ("empty_class", "Class folder 'empty' has no image files in"),
@@ -340,7 +340,7 @@ def test_val_dir_must_have_the_same_classes(tmp_path):
 def test_invalid_val_split_is_a_data_error(tmp_path, val_split):
     with pytest.raises(
         DataError,
-        match=rf"val_split must be a fraction in \[0, 1\).*received val_split={val_split!r}",
+        match=rf"val_split must be a fraction in \[0, 1\)\. Received: val_split={val_split!r}",
     ):
         load_data(data_dir=tmp_path, val_split=val_split)
 
@@ -581,7 +581,7 @@ def test_imagenet_augmentation_outputs_the_requested_size():
 
 def test_unknown_preset_is_a_data_error():
     with pytest.raises(
-        DataError, match="preset must be one of cifar, imagenet; received preset='tiny'"
+        DataError, match="preset must be one of cifar, imagenet. Received: preset='tiny'"
     ):
         data.preprocess_for_eval(np.zeros((8, 8, 3), np.uint8), 8, "tiny")
 

@@ -60,7 +60,7 @@ def test_default_recipes_agree_on_augmentation():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--mixup", "-1"], "--mixup must be in [0, inf); received -1.0"),
+    (["--mixup", "-1"], "--mixup must be in [0, inf). Received: --mixup -1.0"),
     (["--cutmix", "-0.5"], "--cutmix must be in [0, inf)"),
     (["--ema", "1.5"], "--ema is a decay per step. Received: --ema 1.5"),
     (["--ema", "-0.1"], "--ema is a decay per step"),

@@ -1,0 +1,187 @@
+"""TensorFlow CPU settings for training speed, chosen from the CPU's features.
+
+    config = choose_cpu_config()            # this CPU, from /proc/cpuinfo's flags
+    reexec_with_env(config)                 # in a command's main(), before training
+    apply_threads(config)                   # after TensorFlow is imported, before any op
+    model.compile(..., steps_per_execution=config["steps_per_execution"])
+
+The choices are data (`CHOICES`), one row per machine kind (`MACHINE_KINDS`), each
+saying where its numbers come from. `benchmarks/cpu_configs.py` measures the settings
+side by side on the machine at hand and prints the row to put here
+(benchmarks/results/CPU_CONFIGS.md has the tables).
+
+Some settings are read once, when TensorFlow is imported (`TF_ENABLE_ONEDNN_OPTS`):
+setting them later has no effect. Importing any `resnet_tf` module imports Keras and so
+TensorFlow, so a command that has already imported this module is too late for them:
+`reexec_with_env` restarts the same command once with the variables set (a fresh
+interpreter, about the time of one TensorFlow import). `apply_env_before_tensorflow` is
+the same without the restart, for code that runs before TensorFlow is imported (a
+launcher) or that only wants the variables in the environment of child processes.
+
+A variable the user already set always wins over the table, and `overrides` (a
+command-line flag) wins over both the table and the user's environment.
+"""
+
+import os
+import sys
+
+# (machine kind, CPU flags that must all be present), most specific first. The names
+# are /proc/cpuinfo's flags on Linux.
+MACHINE_KINDS = (
+    ("AMX", frozenset({"amx_bf16"})),
+    ("AVX512-BF16", frozenset({"avx512_bf16"})),
+    ("AVX-512", frozenset({"avx512f"})),
+    ("AVX2", frozenset({"avx2"})),
+    ("older x86 / other", frozenset()),
+)
+
+# TensorFlow's own behaviour: oneDNN on (TF_ENABLE_ONEDNN_OPTS unset), inter- and
+# intra-op thread pools sized by TensorFlow (None), one step per execution.
+_DEFAULTS = {"env": {}, "inter_op": None, "intra_op": None, "steps_per_execution": 1}
+
+# The fastest measured configuration per machine kind. `source` says where it comes from.
+CHOICES = {
+    "AMX": dict(
+        _DEFAULTS,
+        source="not measured on an AMX CPU: TensorFlow's defaults (oneDNN's AMX kernels)",
+    ),
+    "AVX512-BF16": dict(
+        _DEFAULTS,
+        source="measured by benchmarks/cpu_configs.py on a 2-core AMD EPYC (Zen 4, AVX512-BF16, "
+               "no AMX): no setting beat TensorFlow's defaults by 3 % or more on ResNet-20, "
+               "ResNet-18 (CIFAR stem) and ResNet-50 in float32 and mixed_bfloat16 "
+               "(benchmarks/results/CPU_CONFIGS.md)",
+    ),
+    "AVX-512": dict(
+        _DEFAULTS,
+        source="not measured on an AVX-512 CPU without BF16: TensorFlow's defaults",
+    ),
+    "AVX2": dict(
+        _DEFAULTS,
+        env={"TF_ENABLE_ONEDNN_OPTS": "0"},
+        source="from issue 15's single probes, not re-measured: on a 2-core AVX2-only AMD EPYC "
+               "TF_ENABLE_ONEDNN_OPTS=0 gave +8-20 % on ResNet-20 training in float32",
+    ),
+    "older x86 / other": dict(
+        _DEFAULTS,
+        source="not measured: TensorFlow's defaults",
+    ),
+}
+
+_KEYS = ("env", "inter_op", "intra_op", "steps_per_execution")
+# Set in the environment of a command that reexec_with_env restarted: never restart twice.
+_RESTARTED = "RESNET_TF_CPU_ENV_APPLIED"
+
+
+def machine_kind(cpu_flags):
+    """The first of `MACHINE_KINDS` whose flags `cpu_flags` (an iterable of str) all has."""
+    flags = set(cpu_flags)
+    for kind, required in MACHINE_KINDS:
+        if required <= flags:
+            return kind
+    return MACHINE_KINDS[-1][0]
+
+
+def choose_cpu_config(cpu_flags=None, *, overrides=None):
+    """The CPU training settings for a CPU with `cpu_flags`.
+
+    Args:
+        cpu_flags: iterable of str, e.g. {"avx2", "fma"}; None reads this machine's
+            (`resnet_tf.training.distribute._cpu_flags`, /proc/cpuinfo).
+        overrides: dict with any of "env" ({name: value}, merged into the table's; a
+            value of None drops the variable), "inter_op", "intra_op",
+            "steps_per_execution". It wins over the table, and its variables over the
+            user's environment.
+
+    Returns:
+        dict(kind=str, env={name: str}, inter_op=int or None, intra_op=int or None,
+        steps_per_execution=int, reason=str, forced_env=[names from overrides]).
+        A thread count of None means TensorFlow's default.
+    """
+    if cpu_flags is None:
+        from resnet_tf.training.distribute import _cpu_flags
+
+        cpu_flags = _cpu_flags()
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(_KEYS))
+    if unknown:
+        raise ValueError(f"Unknown CPU setting. Received: overrides with {', '.join(unknown)}; "
+                         f"expected some of {', '.join(_KEYS)}")
+    kind = machine_kind(cpu_flags)
+    row = CHOICES[kind]
+    config = {key: row[key] for key in _KEYS}
+    config["env"] = dict(row["env"])
+    config["kind"] = kind
+    config["forced_env"] = []
+    reason = f"CPU kind {kind}: {row['source']}"
+    env_overrides = overrides.pop("env", None) or {}
+    for name, value in env_overrides.items():
+        if value is None:
+            config["env"].pop(name, None)
+        else:
+            config["env"][name] = str(value)
+            config["forced_env"].append(name)
+    config.update(overrides)
+    if env_overrides or overrides:
+        shown = {**({"env": env_overrides} if env_overrides else {}), **overrides}
+        reason += "; overridden: " + ", ".join(f"{k}={v!r}" for k, v in shown.items())
+    config["reason"] = reason
+    return config
+
+
+def apply_env_before_tensorflow(config, environ=None):
+    """Puts `config["env"]` into `environ` (default `os.environ`); returns what it changed.
+
+    A variable already in `environ` is kept (the user's choice wins) unless it came from
+    `choose_cpu_config(overrides=...)`. Effective only before TensorFlow is imported;
+    a running command uses `reexec_with_env`.
+
+    Returns:
+        {name: value} of the variables it set or changed.
+    """
+    environ = os.environ if environ is None else environ
+    changed = {}
+    for name, value in config["env"].items():
+        if name in environ and name not in config.get("forced_env", ()):
+            continue
+        if environ.get(name) != value:
+            environ[name] = value
+            changed[name] = value
+    return changed
+
+
+def reexec_with_env(config, argv=None, *, environ=None, modules=None, execv=None):
+    """Makes `config["env"]` take effect for the running command, restarting it if needed.
+
+    Before TensorFlow is imported it only sets the variables. After, if a variable has to
+    change, it sets them and replaces the process with a fresh run of the same command
+    line (`os.execv(sys.executable, [sys.executable, *argv])`; argv defaults to
+    `sys.orig_argv[1:]`, so `python -m resnet_tf train ...` restarts as itself); the
+    restarted command finds them set and does not restart again.
+
+    Returns:
+        {name: value} set without a restart. It does not return when it restarts.
+    """
+    environ = os.environ if environ is None else environ
+    modules = sys.modules if modules is None else modules
+    execv = os.execv if execv is None else execv
+    changed = apply_env_before_tensorflow(config, environ)
+    if not changed or "tensorflow" not in modules or environ.get(_RESTARTED):
+        return changed
+    environ[_RESTARTED] = "1"
+    print("resnet_tf: restarting with " + " ".join(f"{k}={v}" for k, v in changed.items())
+          + " (TensorFlow reads it when it starts)", file=sys.stderr, flush=True)
+    argv = list(sys.orig_argv[1:] if argv is None else argv)
+    execv(sys.executable, [sys.executable, *argv])
+    return changed  # reached only when `execv` is a test double
+
+
+def apply_threads(config):
+    """Sets TensorFlow's inter/intra-op thread counts from `config` (None leaves
+    TensorFlow's default). Call after importing TensorFlow, before it runs an op."""
+    import tensorflow as tf
+
+    if config.get("inter_op"):
+        tf.config.threading.set_inter_op_parallelism_threads(config["inter_op"])
+    if config.get("intra_op"):
+        tf.config.threading.set_intra_op_parallelism_threads(config["intra_op"])
