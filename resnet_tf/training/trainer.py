@@ -104,7 +104,7 @@ def train(config, options=RunOptions()):
         val_split=DEFAULT_VAL_SPLIT if config.val_split is None else config.val_split,
         image_size=config.image_size, batch_size=config.batch_size, seed=config.seed,
         deterministic=config.deterministic, tfds_dir=options.tfds_dir,
-        manual_dir=options.manual_dir, **_augment_args(augmentation(config)))
+        manual_dir=options.manual_dir, **augmentation(config))
     resolved = resolve_config(config, data.preset, data.image_size)
     run = RunDirectory(out or default_out(resolved["depth"], config))
     if out is None:
@@ -316,14 +316,6 @@ def _prepare_run(run, config, options, resolved=None):
                 return {"run_dir": run.path}
     run.check_writable()
     return None
-
-
-def _augment_args(augmentation):
-    args = {"augment": augmentation["augment"] != "none"}
-    if augmentation["augment"] not in ("none", "basic"):
-        args["augment"] = augmentation["augment"]
-    args.update({k: v for k, v in augmentation.items() if k != "augment" and v})
-    return args
 
 
 def _check_resumable(run, class_names):

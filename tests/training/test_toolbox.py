@@ -22,12 +22,15 @@ def test_toolbox_flags_reach_model_optimizer_and_run_folder(images, tmp_path):
                        "--precision", "float32", "--out", out, "--ema", "0.9",
                        "--loss", "bce", "--optimizer", "lamb", "--grad-clip", "1",
                        "--dropout", "0.2", "--se-ratio", "0.25", "--zero-init-residual",
-                       "--shortcut", "B", "--tta", "flip")
+                       "--shortcut", "B", "--tta", "flip", "--augment", "augmix",
+                       "--cutmix", "1.0", "--random-erasing", "0.25")
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((out / "config.json").read_text())["config"]
     assert {k: config[k] for k in ("ema", "loss", "optimizer", "grad_clip", "dropout", "tta")} == {
         "ema": 0.9, "loss": "bce", "optimizer": "lamb", "grad_clip": 1.0, "dropout": 0.2,
         "tta": "flip"}
+    assert (config["augment"], config["cutmix"], config["random_erasing"]) == ("augmix", 1.0, 0.25)
+    assert "augmix, cutmix 1, random_erasing 0.25" in result.stdout
     assert "weight EMA 0.9" in result.stdout and "flip test-time augmentation" in result.stdout
     model = keras.saving.load_model(out / "best.keras")
     names = [layer.name for layer in model.layers]
