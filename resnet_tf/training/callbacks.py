@@ -129,6 +129,7 @@ class EpochScalars(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         for writer in self.writers.values():
             writer.close()
+        self.writers = {}  # a fine-tuning run calls fit again for its second phase
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

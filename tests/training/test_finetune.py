@@ -60,6 +60,16 @@ def test_head_phase_keeps_the_backbone_then_fine_tuning_resumes(pretrained, targ
     assert any(not np.array_equal(k, theirs[n]) for n, k in _convs(final).items())
 
 
+def test_both_phases_in_one_process(pretrained, target, tmp_path):
+    out = tmp_path / "run"
+    result = run_train("--data-dir", target, "--weights", pretrained, "--freeze-epochs", "1",
+                       "--epochs", "2", *FAST, "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = (out / "history.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == ["1", "2"]
+    assert json.loads((out / "config.json").read_text())["status"] == "complete"
+
+
 @pytest.mark.slow
 def test_torchvision_file_fine_tunes(target, tmp_path):
     if importlib.util.find_spec("torchvision") is None:
