@@ -40,12 +40,14 @@ from PIL import Image
 
 import resnet_tf
 from resnet_tf import bottleneck_block, build_resnet, feature_extractor, residual_block
-from resnet_tf.data import list_image_folder
+from resnet_tf.data import list_image_folder, normalize
 from resnet_tf.evaluation import (
     evaluate,
     format_metrics,
     format_predictions,
+    grad_cam,
     load_classifier,
+    overlay,
     predict_files,
 )
 from resnet_tf.training import RunOptions, TrainConfig, train
@@ -287,6 +289,59 @@ print(f"Test top-1 accuracy: {test_metrics['top1']:.3f} (chance: {chance:.3f})")
 assert test_metrics["top1"] > chance, "the model did not learn: check the data and the LR"
 
 # %% [markdown]
-# Next: `02_transfer_learning.ipynb` reuses a trained backbone for a new task, and
+# ## 7. What does the network look at?
+#
+# Grad-CAM (`resnet_tf.evaluation.grad_cam`) weighs the channels of a stage's output by
+# the gradient of a class score and returns one heat map per image, in [0, 1], on that
+# stage's grid (8x8 here: ResNet-20's last stage on 32 px images). It takes images
+# normalized as the model expects (`resnet_tf.data.normalize` on 0..255 RGB pixels);
+# `overlay` resizes a map to the picture and blends it in the "jet" colormap. Below, one
+# held-out image per class (top, with its true class) and the heat map of the class the
+# model predicts (bottom, with its probability). The maps are coarse and come from a
+# model trained for three epochs: they show where the evidence for the prediction lies,
+# which need not be where a person would look (around a disc rather than on it, say),
+# and for a wrong prediction, what misled it.
+
+# %%
+model = classifier.keras_model
+test_files, test_labels, _ = list_image_folder(TEST_DIR or DATA_DIR)
+examples = [test_files[test_labels.index(c)] for c in range(len(class_names))]
+size = classifier.image_size
+pictures = np.stack([np.asarray(Image.open(path).convert("RGB").resize((size, size)))
+                     for path in examples])
+inputs = normalize(pictures)
+probabilities = keras.ops.convert_to_numpy(model(inputs, training=False))
+heatmaps = grad_cam(model, inputs)  # the top class of each image, at the last stage
+print(f"Heat maps: {heatmaps.shape[0]} of {heatmaps.shape[1]}x{heatmaps.shape[2]}")
+
+fig, axes = plt.subplots(2, len(examples), figsize=(2 * len(examples), 4.4), squeeze=False)
+for i, path in enumerate(examples):
+    predicted = int(np.argmax(probabilities[i]))
+    axes[0, i].imshow(pictures[i])
+    axes[0, i].set_title(os.path.basename(os.path.dirname(path)), fontsize=9)
+    axes[1, i].imshow(overlay(pictures[i], heatmaps[i]))
+    axes[1, i].set_title(f"{class_names[predicted]} {probabilities[i, predicted]:.2f}",
+                         fontsize=9)
+for ax in axes.flat:
+    ax.set_axis_off()
+plt.show()
+
+# %% [markdown]
+# `grad_cam(model, images, class_index=2)` explains a chosen class instead of the top
+# one, and `layer="C3"` (or any layer name) reads an earlier, finer stage. The same from
+# the command line, for any images and a run folder, `.keras` file or keras.applications
+# ResNet:
+#
+# ```bash
+# resnet-explain RUN_DIR photo.jpg more_photos/ --out explain/ --features C3
+# ```
+#
+# writes one PNG per image (the picture, the Grad-CAM of the top class, the top-k
+# scores and, with `--features`, a grid of that stage's strongest channels) and an
+# `explain/index.html` showing them all; `resnet-evaluate RUN_DIR --data-dir TEST_DIR
+# --explain` adds the Grad-CAM of the most confidently wrong images to `errors.png`.
+
+# %% [markdown]
+# Next: `02_transfer_learning.ipynb` fine-tunes pretrained weights on a new task, and
 # `03_export_and_serve.ipynb` exports a model for TensorFlow Serving and TFLite.
 # The working folder above is left in place for you to inspect; delete it when done.

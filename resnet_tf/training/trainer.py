@@ -378,6 +378,11 @@ def _print_config(c, r, precision_reason, path):
         ("model", f"{r['model']} (depth {c['depth']}, variant {c['variant'] or default_variant(c['depth'])}, "
                   f"stem {c['stem']}), {r['parameters']:,} parameters"),
         ("architecture", architecture),
+        *([("weights", f"{c['weights']}" + (
+            f"; head only for {c['freeze_epochs']} epoch(s), then everything at lr "
+            f"{c.get('finetune_lr') or c['lr'] / 10:g} per 256 images" if c.get("freeze_epochs")
+            else "") + ("; BatchNorm trains" if c.get("train_batchnorm")
+                        else "; BatchNorm frozen"))] if c.get("weights") else []),
         ("data", f"{data}: {r['train_examples']} train / {r['val_examples']} val images, "
                  f"{r['classes']} classes, {c['image_size']} px, preset {c['preset']}"),
         ("augmentation", ", ".join(augment)),
