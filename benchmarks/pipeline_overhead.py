@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tarfile
 import time
 
@@ -101,7 +100,6 @@ def main():
         parser.error(f"unknown policies {sorted(unknown)}; expected some of {list(POLICIES)}")
     data_dir = cifar_folder(args.data_dir)
 
-    sys.path.insert(0, REPO)
     import keras
     import tensorflow as tf
 
