@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """CIFAR-10 accuracy check for `resnet_tf.build_resnet` with Keras 3 (JAX backend).
 
-A standalone script: it imports `resnet_tf` from the repository root and never
-imports TensorFlow, so it runs with `KERAS_BACKEND=jax` (the default it sets) on a
-machine that has JAX and Keras only. It is not `train.py`.
+A standalone script: it imports the installed `resnet_tf` (`pip install -e .`; on a
+machine with JAX and Keras only, `pip install -e . --no-deps`) and only its model layer,
+which never imports TensorFlow on another backend, so it runs with `KERAS_BACKEND=jax`
+(the default it sets). It is not `train.py`.
 
 Data
     `--data` is a tar.gz of JPEGs laid out as `train/<class>/NNNN.jpg` (the CIFAR-10
@@ -62,9 +63,6 @@ from multiprocessing import Pool
 import numpy as np
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)

@@ -129,7 +129,8 @@ def summarize(logdir, steps=1, wall_s=None, top=12):
 
 def onednn_kernels(log_path, steps=1, top=10):
     """Per (primitive, implementation, propagation) time and convolution GFLOP/s."""
-    text = open(log_path, errors="replace").read()
+    with open(log_path, errors="replace") as f:
+        text = f.read()
     if "@@MARK-START" not in text:
         raise ValueError(f"No @@MARK-START in {log_path}")
     text = text.split("@@MARK-START", 1)[1].split("@@MARK-END", 1)[0]

@@ -2,9 +2,14 @@
 
 The explanations are computed from the same run's numbers (profile shares, paired
 ratios), so they stay true when the benchmark is re-run on another machine.
+
+A results file keeps one section per machine kind (`resnet_tf.training.cpu_tuning.
+machine_kind`: AMX, AVX512-BF16, AVX-512, AVX2, ...): a run replaces its own kind's
+section and keeps the others (`merge_machine_section`).
 """
 
 import os
+import re
 
 BF16 = "mixed_bfloat16"
 MODEL_TITLE = {"resnet50": "ResNet-50 @224", "resnet18_cifar": "ResNet-18 CIFAR stem @32",
@@ -57,7 +62,9 @@ def train_section(results):
              "| PyTorch 1 thread | resnet_tf / keras.apps | resnet_tf / PyTorch 2 thr | "
              "resnet_tf / PyTorch 1 thr | params resnet_tf / torch |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    cell = lambda r: "-" if r is None else f"{r['img_s']:.1f} ±{100 * r['spread']:.0f}%"
+    def cell(r):
+        return "-" if r is None else f"{r['img_s']:.1f} ±{100 * r['spread']:.0f}%"
+
     for group, rows in _rows_by_group(results).items():
         model = next(iter(rows.values()))["model"]
         for precision, tp in ((BF16, "bf16"), ("float32", "float32")):
@@ -177,7 +184,6 @@ def targets(results):
     out = []
     groups = _rows_by_group(results)
     auto = results.get("auto", BF16)
-    profiles = results.get("profiles") or {}
     for group, rows in groups.items():
         model = next(iter(rows.values()))["model"]
         title = MODEL_TITLE[model]
@@ -331,7 +337,8 @@ def render(results, mode_name, mode, seconds):
         "## Machine", "",
         f"- CPU: {m['cpu']} (vendor {m.get('vendor_id', '?')}, family {m.get('cpu family', '?')}, "
         f"model {m.get('model', '?')}), {m['cores']} cores, {m['memory_gb']} GiB",
-        f"- flags: {' '.join(m['fast_flags'])}; AMX: {'yes' if m['amx'] else '**no**'}",
+        f"- flags: {' '.join(m['fast_flags'] + (['avx2'] if m.get('avx2') else [])) or '-'}; "
+        f"AMX: {'yes' if m['amx'] else '**no**'}; machine kind: {m.get('kind', '?')}",
         "- " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
         + f"; oneDNN: {m['onednn']}; auto precision: {results.get('auto')}",
         f"- 1-min load average: {results['load_start']:.1f} at the start, "
@@ -354,9 +361,11 @@ def render(results, mode_name, mode, seconds):
                   "SavedModels loaded with `tf.saved_model.load` and called through a signature "
                   "(float32 unless marked); `export_serving_model` is resnet_tf.export's "
                   "(BatchNorm folded, uint8 pixels in via `serving_pixels`), `model.export` "
-                  "is Keras' own. TFLite: converted in the benchmark (`from_saved_model` of "
-                  "`inference_model`, int8 = full-integer with a representative dataset, float "
-                  "I/O), `tf.lite.Interpreter`, 2 threads, XNNPACK.", ""]
+                  "is Keras' own. TFLite: the files `resnet-export --tflite float32,int8` writes "
+                  "(`resnet_tf.export.export_tflite`; int8 is full-integer with int8 input and "
+                  "output, calibrated on random images: calibration sets the scales, not the "
+                  "speed), run by `resnet_tf.export.load_interpreter` with 2 threads (XNNPACK); "
+                  "the int8 input is quantized before the clock starts.", ""]
         lines += infer_section(results)
     if results.get("pipeline"):
         lines += ["", "## 3. Input pipeline", ""] + pipeline_section(results["pipeline"])
@@ -381,3 +390,37 @@ def render(results, mode_name, mode, seconds):
             lines += ["", "Why the missed ones are missed:", ""]
             lines += [f"- {'; '.join(goals)}: {why}." for why, goals in reasons.items()]
     return "\n".join(lines) + "\n"
+
+
+# --- one section per machine kind --------------------------------------------------------
+
+KIND_HEADING = "## Machine kind: "
+
+
+def demote(text):
+    """`text` without its `# title` line and with every other heading one level deeper."""
+    lines = text.rstrip("\n").split("\n")
+    if lines and lines[0].startswith("# "):
+        lines = lines[1:]
+    return "\n".join("#" + line if re.match(r"#+ ", line) else line for line in lines).strip("\n")
+
+
+def merge_machine_section(path, title, preamble, kind, body, order=()):
+    """The text of results file `path` with `kind`'s section replaced by `body`.
+
+    The file is `# title`, `preamble`, then one `## Machine kind: KIND` section per
+    machine kind, in `order` (unknown kinds after, as found). Sections of other kinds are
+    kept as they are in the file; a missing file starts empty.
+    """
+    sections = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            parts = re.split(r"^" + re.escape(KIND_HEADING) + r"(.*)$", f.read(), flags=re.M)
+        for name, content in zip(parts[1::2], parts[2::2]):
+            sections[name.strip()] = content.strip("\n")
+    sections[kind] = body.strip("\n")
+    names = [k for k in order if k in sections] + [k for k in sections if k not in order]
+    out = [f"# {title}", "", preamble.strip("\n"), ""]
+    for name in names:
+        out += [f"{KIND_HEADING}{name}", "", sections[name], ""]
+    return "\n".join(out).rstrip("\n") + "\n"

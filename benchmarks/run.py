@@ -1,4 +1,4 @@
-"""resnet_tf performance benchmarks: one command, one table, written to RESULTS.md.
+"""resnet_tf performance benchmarks: one command, one report, written to results/RESULTS.md.
 
     python benchmarks/run.py            # full run (~25 min on a quiet 2-core CPU)
     python benchmarks/run.py --quick    # smoke test: 2 repeats, short warm-up
@@ -58,7 +58,8 @@ class Worker:
         self.info, self.error = None, None
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "workers.py"), json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=open(self.log_path, "w"),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=open(self.log_path, "w"),  # noqa: SIM115 (the worker's log, open for its life)
             text=True, bufsize=1, cwd=REPO, env={**os.environ, **(env or {})},
         )
 
@@ -171,10 +172,13 @@ def train_groups(models):
     groups = []
     for model in models:
         batch = TRAIN_BATCH[model]
-        keras = lambda impl, precision: dict(kind="keras_train", impl=impl, model=model,
-                                             precision=precision, batch=batch)
-        torch = lambda precision: dict(kind="torch_train", model=model, precision=precision,
-                                       batch=batch)
+        def keras(impl, precision, model=model, batch=batch):
+            return dict(kind="keras_train", impl=impl, model=model, precision=precision,
+                        batch=batch)
+
+        def torch(precision, model=model, batch=batch):
+            return dict(kind="torch_train", model=model, precision=precision, batch=batch)
+
         torch_entries = [("torch bf16", "torch bf16", None), ("torch bf16 1 thread", "torch bf16", 1)]
         if model in ("resnet50", "resnet18_cifar"):
             # One group per precision keeps the big networks' memory in check;
@@ -285,8 +289,8 @@ def part_infer(args, mode, log_dir, results):
             dict(kind="savedmodel", impl="ours", how="serving", batches=INFER_BATCHES,
                  export_precision="bfloat16"),
         "resnet_tf TFLite float32":
-            dict(kind="tflite", quantize=False, batches=INFER_BATCHES),
-        "resnet_tf TFLite int8": dict(kind="tflite", quantize=True, batches=INFER_BATCHES,
+            dict(kind="tflite", quantization="float32", batches=INFER_BATCHES),
+        "resnet_tf TFLite int8": dict(kind="tflite", quantization="int8", batches=INFER_BATCHES,
                                       calibration_steps=mode["calibration"]),
     }
     log("Inference: ResNet-50 @224, float32 unless int8")
@@ -379,8 +383,7 @@ def part_import(args, mode, log_dir, results):
     log("Import time (fresh interpreter each, alternating)")
     times = {"keras": [], "resnet_tf": []}
     tfds = False
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     for _ in range(max(5, mode["reps"])):
         for module in times:
             out = subprocess.run([sys.executable, "-c", _IMPORT.format(module=module)],
@@ -395,11 +398,52 @@ def part_import(args, mode, log_dir, results):
 
 # --- machine ------------------------------------------------------------------------------
 
+# Run in a fresh interpreter: library versions, the auto precision and the machine kind
+# as the package sees them.
+_VERSIONS = """
+import json, keras, numpy, tensorflow as tf, workers
+from resnet_tf.training.cpu_tuning import MACHINE_KINDS, machine_kind
+from resnet_tf.training.distribute import _cpu_flags
+found = dict(auto=workers._auto_precision(), kind=machine_kind(_cpu_flags()),
+             kinds=[k for k, _ in MACHINE_KINDS], tensorflow=tf.__version__,
+             keras=keras.__version__, numpy=numpy.__version__)
+try:
+    import torch
+    found["torch"] = torch.__version__
+except ImportError:
+    found["torch"] = "absent"
+print("@@" + json.dumps(found))
+"""
+RESULTS_DIR = os.path.join(HERE, "results")
+RESULTS_MD = os.path.join(RESULTS_DIR, "RESULTS.md")
+RESULTS_TITLE = "resnet_tf benchmarks"
+RESULTS_PREAMBLE = (
+    "One section per machine kind (by CPU features, as `resnet_tf.training.cpu_tuning."
+    "machine_kind` names them); `python benchmarks/run.py` replaces the section of the "
+    "machine it runs on and keeps the others. Method: benchmarks/README.md. The TensorFlow "
+    "CPU settings compared side by side (oneDNN, threads, XLA, batch, steps_per_execution) "
+    "are in [CPU_CONFIGS.md](CPU_CONFIGS.md).")
+
+
+def write_report(out, results, text):
+    """Writes `text` to `out`; the shared results file gets it as its machine kind's section."""
+    if os.path.abspath(out) == RESULTS_MD:
+        m = results["machine"]
+        kind = m.get("kind", "?")
+        text = report.merge_machine_section(
+            out, RESULTS_TITLE, RESULTS_PREAMBLE, kind,
+            f"{m['cpu']}, {m['cores']} cores.\n\n" + report.demote(text), order=m.get("kinds", ()))
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        f.write(text)
+
 
 def machine():
     info = {"cpu": platform.processor() or "?", "flags": set()}
     try:
-        for line in open("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
+        for line in lines:
             key, _, value = line.partition(":")
             key = key.strip()
             if key == "model name":
@@ -413,19 +457,20 @@ def machine():
     flags = info.pop("flags")
     info["fast_flags"] = sorted(f for f in flags if f.startswith(("amx", "avx512_bf16",
                                                                     "avx512_vnni", "avx512f")))
+    info["avx2"] = "avx2" in flags
     info["amx"] = any(f.startswith("amx") for f in flags)
     info["cores"] = len(os.sched_getaffinity(0))
     info["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30)
-    versions = subprocess.run(
-        [sys.executable, "-c",
-         "import tensorflow as tf, keras, numpy, workers; print(workers._auto_precision(), "
-         "tf.__version__, keras.__version__, numpy.__version__)\ntry:\n import torch; "
-         "print(torch.__version__)\nexcept ImportError: print('absent')"],
-        capture_output=True, text=True, cwd=HERE,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": REPO},
-    ).stdout.split()
-    info["auto"] = versions.pop(0) if versions else "?"
-    info["versions"] = dict(zip(("tensorflow", "keras", "numpy", "torch"), versions))
+    probe = subprocess.run(
+        [sys.executable, "-c", _VERSIONS], capture_output=True, text=True, cwd=HERE,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    found = json.loads(([""] + [line[2:] for line in probe.stdout.splitlines()
+                                if line.startswith("@@")])[-1] or "{}")
+    info["auto"] = found.pop("auto", "?")
+    info["kind"] = found.pop("kind", "?")
+    info["kinds"] = found.pop("kinds", [])
+    info["versions"] = found
     info["versions"]["python"] = platform.python_version()
     info["onednn"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")
     return info
@@ -444,8 +489,9 @@ def main(argv=None):
     parser.add_argument("--data-dir", help="CIFAR-10 JPEG folder (default: extract "
                         "../shared/data/cifar10/train.tar.gz into ~/.cache/resnet_tf_bench)")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
-    parser.add_argument("--out", help="report path (default benchmarks/RESULTS.md; "
-                        "--quick: the cache folder)")
+    parser.add_argument("--out", help="report path (default: a full run of every part "
+                        "replaces this machine kind's section of benchmarks/results/RESULTS.md; "
+                        "a partial or --quick run writes to the cache folder)")
     parser.add_argument("--render", metavar="RESULTS_JSON",
                         help="only re-write the report from a run's results.json")
     args = parser.parse_args(argv)
@@ -455,8 +501,7 @@ def main(argv=None):
         mode_name = saved.get("mode", "quick" if args.quick else "full")
         text = report.render(saved, mode_name, MODES[mode_name], saved.get("seconds", 0))
         out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.render)), "RESULTS.md")
-        with open(out, "w") as f:
-            f.write(text)
+        write_report(out, saved, text)
         print(text)
         return 0
     args.parts = [p for p in args.parts.split(",") if p]
@@ -469,8 +514,9 @@ def main(argv=None):
     mode = MODES[mode_name]
     os.makedirs(CACHE, exist_ok=True)
     log_dir = tempfile.mkdtemp(prefix=f"run_{time.strftime('%Y%m%d_%H%M%S')}_", dir=CACHE)
-    out = args.out or (os.path.join(HERE, "RESULTS.md") if mode_name == "full"
-                       else os.path.join(log_dir, "RESULTS-quick.md"))
+    complete = set(args.parts) == set(PARTS) and set(args.models) == set(TRAIN_MODELS)
+    out = args.out or (RESULTS_MD if mode_name == "full" and complete
+                       else os.path.join(log_dir, f"RESULTS-{mode_name}.md"))
     start = time.time()
     results = dict(date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), machine=machine(),
                    load_start=os.getloadavg()[0], train_ratios={}, infer_ratios={})
@@ -489,8 +535,7 @@ def main(argv=None):
     text = report.render(results, mode_name, mode, results["seconds"])
     with open(os.path.join(log_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=1, default=str)
-    with open(out, "w") as f:
-        f.write(text)
+    write_report(out, results, text)
     print(text)
     log(f"wrote {out} ({(time.time() - start) / 60:.1f} min)")
     return 0

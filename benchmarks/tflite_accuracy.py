@@ -2,14 +2,17 @@
 """Top-1, file size and single-image CPU latency of a run's SavedModels and TFLite exports.
 
     python benchmarks/tflite_accuracy.py /tmp/runs/r20 --data-dir /tmp/cifar/train \\
-        --val-split 0.1 --out tflite.md
+        --val-split 0.1 --out benchmarks/results/TFLITE.md
 
 For a training run folder (best.keras, config.json, classes.txt) this exports the
 SavedModel (float32, and bfloat16 with `precision="bfloat16"`) and the float32, float16 and int8 TFLite files into --workdir (default: a
 temporary folder), and measures each on the run's validation split: the same seeded split
 the trainer held out (`load_data` with the config's seed and val_split; --val-split and
---seed override them), eval preprocessing. int8 is calibrated on --num-calibration images
-drawn at random from the training split, never the validation images.
+--seed override them), eval preprocessing. The TFLite files are the ones `resnet-export
+RUN --tflite float32,float16,int8` writes: this script calls the command's own
+`resnet_tf.cli.export.prepare_tflite_exports`, so int8 is calibrated as the command
+calibrates it (200 images drawn at random from the run's training split, never its
+validation images; --data-dir as the command's) and takes int8 input and output.
 
 - Top-1: the SavedModel is fed the validation images as uint8 pixels through its
   `serving_pixels` signature when the pixels can be recovered exactly from the normalized
@@ -32,10 +35,6 @@ import sys
 import tempfile
 import time
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
-
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -43,7 +42,6 @@ def parse_args(argv=None):
     parser.add_argument("--data-dir", help="training image folder (default: the config's data_dir)")
     parser.add_argument("--val-split", type=float, help="default: the config's val_split")
     parser.add_argument("--seed", type=int, help="validation split seed (default: the config's)")
-    parser.add_argument("--num-calibration", type=int, default=200, help="int8 calibration images")
     parser.add_argument("--runs", type=int, default=200, help="timed calls per model")
     parser.add_argument("--warmup", type=int, default=20, help="untimed calls per model first")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per model call")
@@ -73,14 +71,20 @@ def main(argv=None):
     # Before any op runs: the SavedModel's latency is then measured on --threads too.
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from resnet_tf import data, export, tflite
+    from resnet_tf import data
+    from resnet_tf.cli.export import prepare_tflite_exports
+    from resnet_tf.export import (
+        QUANTIZATIONS,
+        export_serving_model,
+        inference_model,
+        load_checkpoint,
+        predict_tflite,
+    )
+    from resnet_tf.export.tflite import sidecar_path, single_image_runner
+    from resnet_tf.runs import settings_beside
 
-    model, class_names, image_size, preset, _ = export.load_checkpoint(args.run_dir)
-    config_path = os.path.join(args.run_dir, "config.json")
-    config = {}
-    if os.path.isfile(config_path):
-        with open(config_path) as f:
-            config = json.load(f).get("config", {})
+    model, class_names, image_size, preset, _ = load_checkpoint(args.run_dir)
+    config = settings_beside(args.run_dir)
     data_dir = args.data_dir or config.get("data_dir")
     val_split = args.val_split if args.val_split is not None else config.get("val_split")
     seed = args.seed if args.seed is not None else config.get("seed", 0)
@@ -103,7 +107,7 @@ def main(argv=None):
     workdir = args.workdir or tempfile.mkdtemp(prefix="tflite-bench-")
     rows, runners = {}, {}
 
-    version_dir = export.export_serving_model(
+    version_dir = export_serving_model(
         model, os.path.join(workdir, "saved_model"), class_names=class_names,
         image_size=image_size, preset=preset)
     served = tf.saved_model.load(version_dir)
@@ -116,47 +120,55 @@ def main(argv=None):
         one = tf.constant(pixels[:1])
     else:
         name = "SavedModel (its network in Keras)"
-        reference = export.inference_model(model).predict(x_val, batch_size=args.batch_size, verbose=0)
+        reference = inference_model(model).predict(x_val, batch_size=args.batch_size, verbose=0)
         one = tf.constant(np.zeros((1, image_size, image_size, 3), np.uint8))
     reference_top = reference.argmax(-1)
     rows[name] = _row(reference_top, y_val, reference_top, _folder_bytes(version_dir))
     runners[name] = lambda: served.serve_pixels(one)
 
     # The same SavedModel computing in bfloat16 (`resnet-export --precision bfloat16`).
-    bf16_dir = export.export_serving_model(
+    bf16_dir = export_serving_model(
         model, os.path.join(workdir, "saved_model_bfloat16"), class_names=class_names,
         image_size=image_size, preset=preset, precision="bfloat16")
     served_bf16 = tf.saved_model.load(bf16_dir)
     if exact:
         top = _serve_pixels(served_bf16, pixels, args.batch_size).argmax(-1)
     else:
-        top = export.inference_model(model, precision="bfloat16").predict(
+        top = inference_model(model, precision="bfloat16").predict(
             x_val, batch_size=args.batch_size, verbose=0).argmax(-1)
     rows["SavedModel bfloat16"] = _row(top, y_val, reference_top, _folder_bytes(bf16_dir))
     runners["SavedModel bfloat16"] = lambda: served_bf16.serve_pixels(one)
 
-    for quantization in tflite.QUANTIZATIONS:
-        start = time.perf_counter()
-        path = tflite.export_tflite(
-            model, os.path.join(workdir, f"{model.name}_{quantization}.tflite"),
-            quantization=quantization, representative_images=loaded.train,
-            num_calibration=args.num_calibration, class_names=class_names,
-            image_size=image_size, preset=preset)
-        converted = time.perf_counter() - start
-        top = tflite.predict_tflite(path, x_val, batch_size=args.batch_size,
-                                    num_threads=args.threads).argmax(-1)
+    # Exactly `resnet-export RUN --tflite float32,float16,int8 --export-dir WORKDIR/tflite`.
+    if (args.val_split is not None and args.val_split != config.get("val_split")) or (
+            args.seed is not None and args.seed != config.get("seed", 0)):
+        print("note: int8 is calibrated on the run's own training split (config.json), as "
+              "resnet-export does; with --val-split/--seed differing from it, calibration "
+              "images may be among the validation images measured here", file=sys.stderr)
+    start = time.perf_counter()
+    write_tflite = prepare_tflite_exports(
+        [list(QUANTIZATIONS)], source=args.run_dir, model=model,
+        export_dir=os.path.join(workdir, "tflite"), class_names=class_names,
+        image_size=image_size, preset=preset, data_dir=args.data_dir)
+    calibrated = 0
+    for quantization, path in zip(QUANTIZATIONS, write_tflite()):
+        with open(sidecar_path(path)) as f:
+            calibrated = max(calibrated, json.load(f).get("calibration_images", 0))
+        top = predict_tflite(path, x_val, batch_size=args.batch_size,
+                             num_threads=args.threads).argmax(-1)
         label = f"TFLite {quantization}"
         rows[label] = _row(top, y_val, reference_top, os.path.getsize(path))
-        runners[label] = tflite.single_image_runner(path, num_threads=args.threads)
-        print(f"{label}: converted in {converted:.1f} s, evaluated", file=sys.stderr)
+        runners[label] = single_image_runner(path, num_threads=args.threads)
+    print(f"TFLite files written in {time.perf_counter() - start:.1f} s and evaluated",
+          file=sys.stderr)
 
     latencies = _interleaved_latencies(runners, args.runs, args.warmup)
     reference_top1 = rows[name]["top1"]
     lines = [
         f"Run `{args.run_dir}` ({model.name}, {image_size}x{image_size}, {len(class_names)} classes); "
         f"validation: {len(y_val)} images (val_split={val_split}, seed={seed}"
-        f"{', ' + data_dir if data_dir else ''}); int8 calibration: {args.num_calibration} "
-        "training images.",
+        f"{', ' + data_dir if data_dir else ''}); TFLite files written by `resnet-export "
+        f"--tflite` (int8 calibrated on {calibrated} training images, int8 in and out).",
         f"Latency: batch 1, {args.threads} thread(s), median and p90 of {args.runs} calls after "
         f"{args.warmup} warm-up, interleaved; {_cpu_name()}; TensorFlow {tf.__version__}.",
         "",

@@ -7,8 +7,8 @@ shortcut. run.py prints both parameter counts side by side so a mismatch shows.
 """
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 def _bn_relu(channels, relu=True):

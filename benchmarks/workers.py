@@ -21,9 +21,6 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path[:0] = [REPO, HERE]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 THREADS = 2  # the CPU's core count; torch gets the same number TensorFlow uses by default
@@ -44,9 +41,10 @@ def build_keras(impl, name):
         return keras.applications.ResNet50(weights=None)
     from resnet_tf import build_resnet
 
+    side = IMAGE_SIZE[name]
+    size = (side, side, 3) if keras.config.image_data_format() == "channels_last" else (3, side, side)
     if name == "resnet50":
-        return build_resnet(50)
-    size = (IMAGE_SIZE[name], IMAGE_SIZE[name], 3)
+        return build_resnet(50, input_shape=size)
     if name == "resnet18_cifar":
         return build_resnet(18, stem="cifar", input_shape=size, classes=10)
     return build_resnet(20, input_shape=size, classes=10)
@@ -108,8 +106,8 @@ class KerasTrain:
         return seconds
 
     def profile(self, logdir, steps=2):
-        import tensorflow as tf
         import profile_summary
+        import tensorflow as tf
 
         tf.profiler.experimental.start(logdir)
         try:
@@ -119,17 +117,88 @@ class KerasTrain:
         return profile_summary.summarize(logdir, steps=steps, wall_s=wall)
 
 
+class KerasTrainConfig:
+    """One CPU configuration of resnet_tf training, run the way `model.fit` runs it.
+
+    The settings that must be fixed before TensorFlow starts (`TF_ENABLE_ONEDNN_OPTS`)
+    come from the process environment (run.py's Worker `env`); the rest are arguments:
+    inter/intra-op threads (`tf.config.threading`, before any op), XLA
+    (`compile(jit_compile=...)`), `steps_per_execution`, the batch size and the data
+    format ("channels_first" builds the network NCHW, as Keras' global setting does).
+    One unit of `run` is one call of the compiled train function, i.e.
+    `steps_per_execution` steps on a repeated in-memory batch (what `fit` calls per
+    execution, without the callbacks), synchronised by reading the loss.
+    """
+
+    def __init__(self, model, precision, batch, jit_compile=False, steps_per_execution=1,
+                 data_format="channels_last", inter_op=None, intra_op=None):
+        import keras
+        import tensorflow as tf
+
+        if inter_op:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+        if intra_op:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+        keras.config.set_image_data_format(data_format)
+        keras.config.set_dtype_policy(precision)
+        self.model = build_keras("ours", model)
+        self.model.compile(
+            optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            jit_compile=jit_compile,
+            steps_per_execution=steps_per_execution,
+        )
+        size, classes = IMAGE_SIZE[model], CLASSES[model]
+        shape = (size, size, 3) if data_format == "channels_last" else (3, size, size)
+        x = tf.random.normal((batch, *shape))
+        y = tf.random.uniform((batch,), 0, classes, tf.int32)
+        self.iterator = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
+        self.steps = steps_per_execution
+        self.info = dict(params=trainable_count(self.model), steps_per_unit=steps_per_execution,
+                         images_per_unit=batch * steps_per_execution,
+                         policy=keras.config.dtype_policy().name,
+                         onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+                         inter_op=tf.config.threading.get_inter_op_parallelism_threads(),
+                         intra_op=tf.config.threading.get_intra_op_parallelism_threads())
+        start = time.perf_counter()
+        self.model.make_train_function()
+        self.run(1)  # traces (and for XLA compiles) the train function
+        self.info["first_call_s"] = round(time.perf_counter() - start, 1)
+
+    def run(self, n, arg=None):
+        start = time.perf_counter()
+        for _ in range(n):
+            logs = self.model.train_function(self.iterator)
+        if hasattr(logs, "get_value"):  # a tf.experimental.Optional in some Keras versions
+            logs = logs.get_value()
+        float(logs["loss"])
+        return time.perf_counter() - start
+
+    def profile(self, logdir, steps=2):
+        import profile_summary
+        import tensorflow as tf
+
+        units = max(1, steps // self.steps)
+        tf.profiler.experimental.start(logdir)
+        try:
+            wall = self.run(units)
+        finally:
+            tf.profiler.experimental.stop()
+        return profile_summary.summarize(logdir, steps=units * self.steps, wall_s=wall)
+
+
 # --- PyTorch ------------------------------------------------------------------------------
 
 
 class TorchTrain:
     """Standard loop: zero_grad, forward (bf16 autocast optional), backward, SGD step."""
 
-    def __init__(self, model, precision, batch):
+    def __init__(self, model, precision, batch, threads=None):
         import torch
         import torch_resnets
 
-        torch.set_num_threads(THREADS)
+        self.threads = threads or THREADS
+        torch.set_num_threads(self.threads)
         torch.manual_seed(0)
         self.torch = torch
         self.bf16 = precision == "bf16"
@@ -153,7 +222,7 @@ class TorchTrain:
         self.opt.step()
 
     def run(self, n, threads=None):
-        self.torch.set_num_threads(threads or THREADS)
+        self.torch.set_num_threads(threads or self.threads)
         start = time.perf_counter()
         for _ in range(n):
             self.step()
@@ -177,7 +246,6 @@ class SavedModelInfer:
     frozen, computing in `export_precision`), called via its `serving_pixels` signature
     (uint8 pixels in). `how="keras_export"`: `model.export(format="tf_saved_model")`,
     Keras' own export, called via `serving_default` (float32 normalized images in).
-    Without resnet_tf.export every configuration falls back to the Keras export.
     `precision` builds the model under that dtype policy.
     """
 
@@ -185,28 +253,26 @@ class SavedModelInfer:
         import numpy as np
         import tensorflow as tf
 
+        from resnet_tf.export import export_serving_model
+
         model = _r50(impl, precision)
         self.tmp = tempfile.mkdtemp(prefix="bench_sm_")
         atexit.register(shutil.rmtree, self.tmp, ignore_errors=True)
-        try:
-            from resnet_tf.export import export_serving_model
-        except ImportError:
-            export_serving_model = None
-        if how == "serving" and export_serving_model is None:
-            how = "keras_export"
         start = time.perf_counter()
         if how == "serving":
             path = export_serving_model(model, self.tmp, class_names=[str(i) for i in range(1000)],
                                         image_size=224, preset="imagenet",
                                         precision=export_precision)
             self.fn = tf.saved_model.load(path).signatures["serving_pixels"]
-            make = lambda b: {"images": tf.constant(
-                np.random.default_rng(0).integers(0, 256, (b, 224, 224, 3), np.uint8))}
+            def make(b):
+                return {"images": tf.constant(
+                    np.random.default_rng(0).integers(0, 256, (b, 224, 224, 3), np.uint8))}
         else:
             model.export(self.tmp, format="tf_saved_model", verbose=False)
             self.fn = tf.saved_model.load(self.tmp).signatures["serving_default"]
             (key,) = self.fn.structured_input_signature[1].keys()
-            make = lambda b: {key: tf.random.normal((b, 224, 224, 3))}
+            def make(b, key=key):
+                return {key: tf.random.normal((b, 224, 224, 3))}
         self.inputs = {b: make(b) for b in batches}
         self.info = dict(export=how, export_s=round(time.perf_counter() - start, 1),
                          params=trainable_count(model))
@@ -220,60 +286,46 @@ class SavedModelInfer:
         return time.perf_counter() - start
 
 
-def tflite_convert(model, quantize, calibration_steps=8, size=224):
-    """TFLite flatbuffer of a Keras image classifier, float32 or full-integer int8.
-
-    The float32 graph is `resnet_tf.export.inference_model` (float32, BatchNorm folded)
-    when available, exported with `model.export` and converted with `from_saved_model`
-    (which freezes the variables into constants). int8 quantizes weights and
-    activations (calibrated on random normalized images: enough for speed, not for
-    accuracy) and keeps float32 input and output, so both are called the same way.
-    """
-    import numpy as np
-    import tensorflow as tf
-
-    try:
-        from resnet_tf.export import inference_model
-
-        model = inference_model(model)
-    except ImportError:
-        pass
-    with tempfile.TemporaryDirectory(prefix="bench_tflite_") as tmp:
-        model.export(tmp, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        if quantize:
-            rng = np.random.default_rng(0)
-
-            def representative():
-                for _ in range(calibration_steps):
-                    yield [rng.standard_normal((1, size, size, 3), np.float32)]
-
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            converter.representative_dataset = representative
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        return converter.convert()
-
-
 class TFLiteInfer:
-    """tf.lite.Interpreter (XNNPACK, 2 threads) on ResNet-50; one interpreter per batch size."""
+    """The product's TFLite file of ResNet-50, run by its interpreter helper (2 threads).
 
-    def __init__(self, quantize, batches, calibration_steps):
+    The file is what `resnet-export --tflite QUANTIZATION` writes: `resnet_tf.export.
+    export_tflite` (BatchNorm folded; "int8" is full-integer with int8 input and output).
+    int8 is calibrated on `calibration_steps` random normalized images: the calibration
+    data sets the quantization scales, not the graph, so the speed is the same as with
+    training images. The input is quantized once with the file's own scale and zero
+    point (as a client does before calling it) and not timed; one interpreter per batch.
+    """
+
+    def __init__(self, quantization, batches, calibration_steps):
         import numpy as np
-        import tensorflow as tf
 
+        from resnet_tf.export import export_tflite, load_interpreter
+        from resnet_tf.export.tflite import quantize_input
+
+        tmp = tempfile.mkdtemp(prefix="bench_tflite_")
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        rng = np.random.default_rng(0)
+        calibration = (rng.standard_normal((calibration_steps, 224, 224, 3), np.float32)
+                       if quantization == "int8" else None)
         start = time.perf_counter()
-        flatbuffer = tflite_convert(_r50("ours"), quantize, calibration_steps)
+        path = export_tflite(_r50("ours"), os.path.join(tmp, f"resnet50_{quantization}.tflite"),
+                             quantization=quantization, representative_images=calibration,
+                             num_calibration=calibration_steps,
+                             class_names=[str(i) for i in range(1000)], image_size=224,
+                             preset="imagenet")
+        convert_s = time.perf_counter() - start
         self.interpreters, self.inputs = {}, {}
         for b in batches:
-            interp = tf.lite.Interpreter(model_content=flatbuffer, num_threads=THREADS)
-            index = interp.get_input_details()[0]["index"]
+            interp = load_interpreter(path, num_threads=THREADS)
+            detail = interp.get_input_details()[0]
             if b != 1:
-                interp.resize_tensor_input(index, [b, 224, 224, 3])
-            interp.allocate_tensors()
-            self.interpreters[b] = (interp, index, interp.get_output_details()[0]["index"])
-            self.inputs[b] = np.random.default_rng(0).standard_normal((b, 224, 224, 3), np.float32)
-        self.info = dict(convert_s=round(time.perf_counter() - start, 1),
-                         size_mb=round(len(flatbuffer) / 2**20, 1))
+                interp.resize_tensor_input(detail["index"], [b, 224, 224, 3])
+                interp.allocate_tensors()
+            self.interpreters[b] = (interp, detail["index"], interp.get_output_details()[0]["index"])
+            self.inputs[b] = quantize_input(rng.standard_normal((b, 224, 224, 3), np.float32), detail)
+        self.info = dict(convert_s=round(convert_s, 1), size_mb=round(os.path.getsize(path) / 2**20, 1),
+                         input_dtype=str(self.inputs[batches[0]].dtype))
 
     def run(self, n, batch):
         interp, index, output = self.interpreters[batch]
@@ -302,22 +354,21 @@ class Pipeline:
     def __init__(self, data_dir, model, batch):
         import keras
         import tensorflow as tf
+
         from resnet_tf import data as rdata
+        from resnet_tf.training import DEFAULT_VAL_SPLIT as val_split
 
         precision = _auto_precision()
         keras.config.set_dtype_policy(precision)
-        val_split = 0.1
-        try:
-            from resnet_tf.training import DEFAULT_VAL_SPLIT as val_split
-        except ImportError:
-            pass
         start = time.perf_counter()
         real = rdata.load_data(data_dir=data_dir, batch_size=batch, val_split=val_split)
         load_s = time.perf_counter() - start
         synthetic = rdata.load_data("synthetic", image_size=real.image_size, batch_size=batch,
                                     synthetic_classes=len(real.class_names))
         classes = len(real.class_names)
-        one_hot = lambda x, y: (x, tf.one_hot(y, classes))
+        def one_hot(x, y):
+            return x, tf.one_hot(y, classes)
+
         self.datasets = {
             "real": real.train.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE).repeat(),
             "synthetic": synthetic.train.map(one_hot, num_parallel_calls=tf.data.AUTOTUNE).repeat(),
@@ -356,14 +407,10 @@ class Pipeline:
 
 
 def _auto_precision():
-    """The library's "auto" precision (resnet_tf.training.resolve_precision) when present."""
-    try:
-        from resnet_tf.training import resolve_precision
+    """The library's "auto" precision, as train.py resolves it."""
+    from resnet_tf.training import resolve_precision
 
-        return resolve_precision("auto")[0]
-    except ImportError:
-        flags = open("/proc/cpuinfo").read()
-        return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+    return resolve_precision("auto")[0]
 
 
 # --- GEMM ceiling -------------------------------------------------------------------------
@@ -406,14 +453,20 @@ def make(spec):
     if kind == "keras_train":
         return KerasTrain(spec["impl"], spec["model"], spec["precision"], spec["batch"],
                           spec.get("inter_op"))
+    if kind == "keras_config":
+        return KerasTrainConfig(spec["model"], spec["precision"], spec["batch"],
+                                jit_compile=spec.get("jit_compile", False),
+                                steps_per_execution=spec.get("steps_per_execution", 1),
+                                data_format=spec.get("data_format", "channels_last"),
+                                inter_op=spec.get("inter_op"), intra_op=spec.get("intra_op"))
     if kind == "torch_train":
-        return TorchTrain(spec["model"], spec["precision"], spec["batch"])
+        return TorchTrain(spec["model"], spec["precision"], spec["batch"], spec.get("threads"))
     if kind == "savedmodel":
         return SavedModelInfer(spec["impl"], spec["how"], spec["batches"],
                                spec.get("precision", "float32"),
                                spec.get("export_precision", "float32"))
     if kind == "tflite":
-        return TFLiteInfer(spec["quantize"], spec["batches"], spec.get("calibration_steps", 8))
+        return TFLiteInfer(spec["quantization"], spec["batches"], spec.get("calibration_steps", 8))
     if kind == "pipeline":
         return Pipeline(spec["data_dir"], spec["model"], spec["batch"])
     if kind == "gemm":

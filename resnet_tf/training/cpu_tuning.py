@@ -48,9 +48,9 @@ CHOICES = {
     "AVX512-BF16": dict(
         _DEFAULTS,
         source="measured by benchmarks/cpu_configs.py on a 2-core AMD EPYC (Zen 4, AVX512-BF16, "
-               "no AMX): no setting beat TensorFlow's defaults by 3 % or more on ResNet-20, "
-               "ResNet-18 (CIFAR stem) and ResNet-50 in float32 and mixed_bfloat16 "
-               "(benchmarks/results/CPU_CONFIGS.md)",
+               "no AMX), on a loaded machine: TensorFlow's defaults; no setting beat them "
+               "consistently on ResNet-20/18/50, and oneDNN off (0.4-0.7x float32, ~0.01x "
+               "mixed_bfloat16) and XLA (0.7x, 0.1x) are slower (benchmarks/results/CPU_CONFIGS.md)",
     ),
     "AVX-512": dict(
         _DEFAULTS,
