@@ -149,7 +149,7 @@ for stage in ("stage1", "stage2", "stage3"):
 DATA_DIR = None  # e.g. "/data/cifar10/train": one sub-folder of images per class
 TEST_DIR = None  # held-out images with the same class sub-folders
 IMAGE_SIZE = 32
-EPOCHS = 3
+EPOCHS = 5
 
 # %%
 def pattern_mask(name, x, y, rng):
@@ -224,7 +224,7 @@ plt.show()
 #
 # ```bash
 # python train.py --depth 20 --data-dir DATA_DIR --image-size 32 --val-split 0.2 \
-#     --epochs 3 --batch-size 32 --warmup-epochs 0 --precision float32 --out RUN_DIR \
+#     --epochs 5 --batch-size 32 --warmup-epochs 0 --precision float32 --out RUN_DIR \
 #     --no-export
 # ```
 #
@@ -298,7 +298,7 @@ assert test_metrics["top1"] > chance, "the model did not learn: check the data a
 # `overlay` resizes a map to the picture and blends it in the "jet" colormap. Below, one
 # held-out image per class (top, with its true class) and the heat map of the class the
 # model predicts (bottom, with its probability). The maps are coarse and come from a
-# model trained for three epochs: they show where the evidence for the prediction lies,
+# model trained for five epochs: they show where the evidence for the prediction lies,
 # which need not be where a person would look (around a disc rather than on it, say),
 # and for a wrong prediction, what misled it.
 

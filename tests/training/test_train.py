@@ -57,6 +57,8 @@ def snapshot(directory):
     state = {}
     for root, _, files in os.walk(directory):
         for name in files:
+            if name == ".lock":  # the run's lock: taken by every command, not run content
+                continue
             path = os.path.join(root, name)
             stat = os.stat(path)
             state[os.path.relpath(path, directory)] = (stat.st_size, stat.st_mtime_ns)
@@ -263,18 +265,20 @@ def _error_cases(tmp):
     empty = os.path.join(tmp, "empty")
     os.makedirs(empty, exist_ok=True)
     data = ["--data-dir", image_dir]
-    out = ["--out", os.path.join(tmp, "out")]
-    return {
-        "unknown depth": ([*data, "--depth", 33, *out], "depth=33"),
-        "non-positive epochs": ([*data, "--epochs", 0, *out], "--epochs"),
-        "indivisible batch": ([*data, "--devices", 2, "--batch-size", 15, *out],
+    cases = {
+        "unknown depth": ([*data, "--depth", 33], "depth=33"),
+        "non-positive epochs": ([*data, "--epochs", 0], "--epochs"),
+        "indivisible batch": ([*data, "--devices", 2, "--batch-size", 15],
                               "not divisible by the 2 replicas"),
-        "missing data dir": (["--data-dir", os.path.join(tmp, "nowhere"), *out],
-                             "does not exist"),
-        "unwritable out": ([*data, "--out", os.path.join(not_a_dir, "run")], "cannot write"),
-        "data error": (["--data-dir", empty, *out], "no class sub-folders"),
-        "build_resnet error": ([*data, "--stem", "imagenet", *out], "at least 16x16"),
+        "missing data dir": (["--data-dir", os.path.join(tmp, "nowhere")], "does not exist"),
+        "data error": (["--data-dir", empty], "no class sub-folders"),
+        "build_resnet error": ([*data, "--stem", "imagenet"], "at least 16x16"),
     }
+    # The cases run at once: each its own --out, since a run folder takes one writer.
+    cases = {name: ([*args, "--out", os.path.join(tmp, f"out{i}")], expected)
+             for i, (name, (args, expected)) in enumerate(cases.items())}
+    cases["unwritable out"] = ([*data, "--out", os.path.join(not_a_dir, "run")], "cannot write")
+    return cases
 
 
 @pytest.fixture(scope="module")
@@ -445,7 +449,7 @@ def test_multi_worker_strategy_on_two_processes_matches_one_device(
     outputs = []
     try:
         for process in processes:
-            outputs.append(process.communicate(timeout=240)[0])
+            outputs.append(process.communicate(timeout=480)[0])
     finally:
         for process in processes:
             process.kill()
