@@ -436,6 +436,7 @@ def _free_ports(count):
     return ports
 
 
+@pytest.mark.slow  # two trainer processes: about a minute alone, minutes on a busy machine
 def test_multi_worker_strategy_on_two_processes_matches_one_device(
         single_and_mirrored, image_dir, tmp_path):
     workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
