@@ -4,6 +4,8 @@ Depths are data: `SPECS` answers "what is ResNet-101?" in one line, and one
 `_stage` builder turns a row of it into layers.
 """
 
+import math
+import numbers
 import re
 
 import keras
@@ -198,14 +200,17 @@ def build_resnet(
     check_choice("depth", depth, DEPTHS)
     variant, stem, shortcut = _defaults(depth, variant, stem, shortcut)
     check_choice("pooling", pooling, POOLINGS)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-        raise ValueError(f"dropout must be a number in [0, 1). Received: dropout={dropout!r}")
-    if not isinstance(classes, int) or classes < 1:
-        raise ValueError(f"classes must be a positive integer. Received: classes={classes}")
-    if not width_multiplier or width_multiplier <= 0:
-        raise ValueError(
-            f"width_multiplier must be positive. Received: width_multiplier={width_multiplier}"
-        )
+    _check_number("dropout", dropout, 0, 1)
+    _check_number("se_ratio", se_ratio, 0, 1)
+    _check_number("stochastic_depth_rate", stochastic_depth_rate, 0, 1)
+    _check_number("width_multiplier", width_multiplier, 0, None, low_open=True)
+    for name, value in (("classes", classes), ("groups", groups),
+                        ("width_per_group", width_per_group)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+    if input_shape is not None and not isinstance(input_shape, (tuple, list)):
+        raise ValueError("input_shape must be a tuple (height, width, channels). Received: "
+                         f"input_shape={input_shape!r}")
     block, repeats, family = SPECS[depth]
     if block == "basic" and (groups != 1 or width_per_group != 64):
         raise ValueError(
@@ -285,6 +290,16 @@ def build_resnet(
         load_weights(model, weights, depth=depth, variant=variant, include_top=include_top,
                      classes=classes)
     return model
+
+
+def _check_number(name, value, low, high, low_open=False):
+    """Raises ValueError unless `value` is a real number in [low, high) ((low, ...) if open)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (high is None or value < high)
+    if not ok:
+        bound = f"({low}, {high if high is not None else 'inf'})" if low_open else f"[{low}, {high})"
+        raise ValueError(f"{name} must be a number in {bound}. Received: {name}={value!r}")
 
 
 def _default_name(depth, variant, groups, width_per_group, width_multiplier):

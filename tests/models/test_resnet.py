@@ -219,3 +219,25 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, message):
     with pytest.raises(ValueError, match=None) as info:
         build_resnet(depth, **kwargs)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(width_multiplier="2"), dict(se_ratio="x"), dict(stochastic_depth_rate="a"),
+    dict(input_shape=5), dict(classes="3"), dict(dropout=1.5), dict(se_ratio=float("nan")),
+])
+def test_arguments_of_the_wrong_type_are_value_errors_naming_them(kwargs):
+    (name, value), = kwargs.items()
+    with pytest.raises(ValueError, match=f"Received: {name}={value!r}".replace("(", r"\(")):
+        build_resnet(20, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [dict(groups=2.5), dict(width_per_group="4")])
+def test_bottleneck_widths_must_be_integers(kwargs):
+    (name, value), = kwargs.items()
+    with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+        build_resnet(50, **kwargs)
+
+
+def test_float_depth_is_refused():
+    with pytest.raises(ValueError, match="Unknown depth. Received: depth=50.0"):
+        build_resnet(50.0)
