@@ -204,10 +204,11 @@ def build_resnet(
     _check_number("se_ratio", se_ratio, 0, 1)
     _check_number("stochastic_depth_rate", stochastic_depth_rate, 0, 1)
     _check_number("width_multiplier", width_multiplier, 0, None, low_open=True)
-    for name, value in (("classes", classes), ("groups", groups),
-                        ("width_per_group", width_per_group)):
+    for argument, value in (("classes", classes), ("groups", groups),
+                            ("width_per_group", width_per_group)):
         if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
+            raise ValueError(f"{argument} must be a positive integer. "
+                             f"Received: {argument}={value!r}")
     if input_shape is not None and not isinstance(input_shape, (tuple, list)):
         raise ValueError("input_shape must be a tuple (height, width, channels). Received: "
                          f"input_shape={input_shape!r}")

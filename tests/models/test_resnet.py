@@ -241,3 +241,8 @@ def test_bottleneck_widths_must_be_integers(kwargs):
 def test_float_depth_is_refused():
     with pytest.raises(ValueError, match="Unknown depth. Received: depth=50.0"):
         build_resnet(50.0)
+
+
+def test_default_model_names_survive_the_argument_checks():
+    assert build_resnet(20).name == "resnet20"
+    assert build_resnet(50, groups=32, width_per_group=4).name == "resnext50_32x4d"
