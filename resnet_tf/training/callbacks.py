@@ -10,6 +10,7 @@ import math
 import os
 
 import keras
+import numpy as np
 
 from resnet_tf.errors import ConfigError, TrainingDivergedError
 from resnet_tf.files import atomic_write, fault_point, write_text
@@ -22,7 +23,7 @@ class RunRecorder(keras.callbacks.Callback):
     a kill in between reruns that epoch, and its row is replaced rather than repeated.
     """
 
-    def __init__(self, run, monitor, ema=False):
+    def __init__(self, run, monitor, ema=None):
         super().__init__()
         self.run = run
         self.monitor = monitor
@@ -41,7 +42,7 @@ class RunRecorder(keras.callbacks.Callback):
         self.run.write_history(self.rows)
         self.run.write_curves(self.rows)
         check_free_space(self.run.path, self.model)
-        with ema_weights_in(self.model, self.ema):
+        with self.ema.swapped() if self.ema else contextlib.nullcontext():
             atomic_write(self.run.file("last.keras"), self.model.save)
             if row.get(self.monitor, -math.inf) > best:
                 atomic_write(self.run.file("best.keras"), self.model.save)
@@ -65,24 +66,134 @@ def check_free_space(folder, model, copies=4):
             "some space and rerun the same command to resume from the last finished epoch.")
 
 
-@contextlib.contextmanager
-def ema_weights_in(model, enabled=True):
-    """Within the block the model holds its optimizer's EMA weights; the training weights
-    come back after it (Keras' own `SwapEMAWeights` swap, used outside `evaluate`).
+class ModelEMA(keras.callbacks.Callback):
+    """An exponential moving average of every floating-point weight of the model,
+    BatchNorm moving statistics included (timm's `ModelEmaV2`, torchvision's reference
+    `ExponentialMovingAverage(use_buffers=True)`).
 
-    The backup callback saves outside such a block, so a resumed run continues from the
-    training weights and the average exactly as they were.
+    Keras' optimizer EMA (`use_ema`) averages trainable variables only, so the averaged
+    weights meet BatchNorm statistics measured on the training weights: ResNet-20 on the
+    CIFAR copy, 8 epochs, reached 68.0 % with it against 81.6 % without (issue 13). The
+    decay after `t` updates is `min(decay, (1 + t) / (10 + t))`, as
+    `tf.train.ExponentialMovingAverage(num_updates=...)` does, so the average does not
+    remember the random initialisation for thousands of steps.
+
+    Validation (`on_test_begin`/`end`) runs on the average; `swapped()` holds it in the
+    model for a block; `apply()` keeps it there. At each epoch end the average is written
+    to `state_dir/ema-<optimizer step>.npz` before the backup callback (which must come
+    after this one) saves, and a resumed run reads the file of the step it restored.
     """
-    if not enabled:
-        yield
-        return
-    swapper = keras.callbacks.SwapEMAWeights()
-    swapper.set_model(model)
-    swapper._swap_variables()  # noqa: SLF001 - Keras' swap, the one evaluation uses
-    try:
-        yield
-    finally:
-        swapper._swap_variables()  # noqa: SLF001
+
+    def __init__(self, decay, state_dir):
+        super().__init__()
+        self.decay = float(decay)
+        self.state_dir = state_dir
+        self._average = None
+        self._restored = False
+
+    def _weights(self):
+        return [w for w in self.model.weights if "float" in str(w.dtype)]
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+
+        if self._average is None:
+            self._average = [tf.Variable(keras.ops.convert_to_numpy(w), trainable=False)
+                             for w in self._weights()]
+            self._updates = tf.Variable(0.0, trainable=False)
+            self._last_step = tf.Variable(0.0, trainable=False)
+            self._update = tf.function(self._update_average)
+            self._swap = tf.function(self._swap_values)
+        self._restored = False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # After every callback's on_train_begin: the backup has restored weights and step.
+        if not self._restored:
+            self._restore()
+            self._restored = True
+
+    def _restore(self):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if step == 0:
+            self._reset()
+            return
+        path = os.path.join(self.state_dir, f"ema-{step}.npz")
+        if not os.path.exists(path):
+            raise ConfigError(
+                f"The run's EMA weights are missing. Received: a backup at optimizer step "
+                f"{step} without {path}; expected the file written with it. Rerun with "
+                "--overwrite to start again.")
+        with np.load(path) as state:
+            for i, average in enumerate(self._average):
+                average.assign(state[f"w{i}"])
+            self._updates.assign(float(state["updates"]))
+        self._last_step.assign(float(step))
+
+    def _reset(self):
+        for average, weight in zip(self._average, self._weights()):
+            average.assign(keras.ops.convert_to_numpy(weight))
+        self._updates.assign(0.0)
+        self._last_step.assign(0.0)
+
+    def _update_average(self):
+        import tensorflow as tf
+
+        step = tf.cast(self.model.optimizer.iterations, tf.float32)
+        t = self._updates
+        decay = tf.minimum(self.decay, (1.0 + t) / (10.0 + t)) ** (step - self._last_step)
+        for average, weight in zip(self._average, self._weights()):
+            average.assign(decay * average + (1.0 - decay) * tf.cast(weight, average.dtype))
+        self._updates.assign_add(1.0)
+        self._last_step.assign(step)
+
+    def _swap_values(self):
+        import tensorflow as tf
+
+        for average, weight in zip(self._average, self._weights()):
+            value = tf.identity(weight.value)
+            weight.assign(average)
+            average.assign(value)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._update()
+
+    def on_test_begin(self, logs=None):
+        self._swap()
+
+    def on_test_end(self, logs=None):
+        self._swap()
+
+    @contextlib.contextmanager
+    def swapped(self):
+        """Within the block the model holds the average; the training weights come back."""
+        self._swap()
+        try:
+            yield
+        finally:
+            self._swap()
+
+    def apply(self):
+        """Copies the average into the model (the end of training)."""
+        for average, weight in zip(self._average, self._weights()):
+            weight.assign(average)
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        os.makedirs(self.state_dir, exist_ok=True)
+        arrays = {f"w{i}": a.numpy() for i, a in enumerate(self._average)}
+        arrays["updates"] = np.float32(self._updates.numpy())
+        atomic_write(os.path.join(self.state_dir, f"ema-{step}.npz"),
+                     lambda tmp: _save_npz(tmp, arrays))
+        # Keep this step's file and the one the current backup (one epoch older) needs.
+        old = sorted((int(n[4:-4]) for n in os.listdir(self.state_dir)
+                      if n.startswith("ema-") and n.endswith(".npz")), reverse=True)[2:]
+        for s in old:
+            os.remove(os.path.join(self.state_dir, f"ema-{s}.npz"))
+
+
+def _save_npz(path, arrays):
+    with open(path, "wb") as f:  # a file object: np.savez would append .npz to a name
+        np.savez(f, **arrays)
 
 
 class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):

@@ -1,7 +1,8 @@
-"""Optimizers with weight decay on kernels only, gradient clipping and weight EMA.
+"""Optimizers with weight decay on kernels only and gradient clipping.
 
-All are Keras' own (`SGD`, `AdamW`, `Adam`, `Lamb`, `use_ema`); this module only
-chooses their arguments.
+All are Keras' own (`SGD`, `AdamW`, `Adam`, `Lamb`); this module only chooses their
+arguments. The weight EMA is `callbacks.ModelEMA`, not the optimizers' `use_ema`, which
+leaves BatchNorm statistics out of the average.
 """
 
 import keras
@@ -13,7 +14,7 @@ def decayed_variables(model):
 
 
 def build_optimizer(name, learning_rate, weight_decay, model, momentum=0.9, *,
-                    grad_clip=None, ema=0.0):
+                    grad_clip=None):
     """SGD with Nesterov momentum, AdamW, Adam or LAMB; decoupled decay on kernels only.
 
     Keras decays decoupled (`w -= lr * weight_decay * w`, outside the momentum). Coupled
@@ -23,12 +24,8 @@ def build_optimizer(name, learning_rate, weight_decay, model, momentum=0.9, *,
 
     Args:
         grad_clip: optional float. Clip the global gradient norm to this (`global_clipnorm`).
-        ema: float. Keep an exponential moving average of the weights with this decay per
-            step (`use_ema`); 0 for none. `keras.callbacks.SwapEMAWeights` evaluates with it.
     """
     common = dict(global_clipnorm=grad_clip)
-    if ema:
-        common.update(use_ema=True, ema_momentum=ema)
     if name == "sgd":
         optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=True,
                                          weight_decay=weight_decay / (1.0 - momentum) or None,

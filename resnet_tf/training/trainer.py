@@ -29,6 +29,7 @@ from resnet_tf.training.callbacks import (
     AtomicBackupAndRestore,
     EpochScalars,
     MidEpochFault,
+    ModelEMA,
     RunRecorder,
     StopOnNonFiniteLoss,
 )
@@ -145,13 +146,14 @@ def train(config, options=RunOptions()):
         backup = os.path.join(backup, f"worker-{strategy.cluster_resolver.task_id}")
     monitor = "val_accuracy" if data.val is not None else "accuracy"
     # The divergence check comes first: a non-finite epoch is neither recorded nor backed up.
-    ema = bool(resolved["ema"])
-    callbacks = [StopOnNonFiniteLoss(), AtomicBackupAndRestore(backup, delete_checkpoint=False)]
+    # Validation, best.keras, metrics.json and the export use the average (before the
+    # backup, which saves the state that the average's file must match).
+    ema = ModelEMA(resolved["ema"], backup) if resolved["ema"] else None
+    callbacks = [StopOnNonFiniteLoss(), *([ema] if ema else []),
+                 AtomicBackupAndRestore(backup, delete_checkpoint=False)]
     if chief:
-        callbacks = [callbacks[0], RunRecorder(run, monitor, ema=ema), *callbacks[1:],
+        callbacks = [*callbacks[:-1], RunRecorder(run, monitor, ema=ema), callbacks[-1],
                      EpochScalars(run.file("logs"))]
-    if ema:  # validation on the EMA weights
-        callbacks.insert(1, keras.callbacks.SwapEMAWeights())
     if os.environ.get("RESNET_TF_KILL_AT"):
         callbacks.append(MidEpochFault())
     classes = len(data.class_names)
@@ -171,7 +173,7 @@ def train(config, options=RunOptions()):
                   initial_epoch=phase.start, callbacks=fit_callbacks, verbose=verbose,
                   shuffle=False)
     if ema:  # from here on the model is its EMA weights: final metrics and export
-        model.optimizer.finalize_variable_values(model.trainable_variables)
+        ema.apply()
     if not chief:
         return None
     fault_point("final evaluation")
@@ -268,8 +270,7 @@ def _compile(model, resolved, data, phase, options):
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=resolved["label_smoothing"])
     model.compile(
         optimizer=build_optimizer(resolved["optimizer"], schedule, resolved["wd"], model,
-                                  resolved["momentum"], grad_clip=resolved["grad_clip"],
-                                  ema=resolved["ema"]),
+                                  resolved["momentum"], grad_clip=resolved["grad_clip"]),
         loss=loss,
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                  keras.metrics.TopKCategoricalAccuracy(min(5, classes), name="top5")],
@@ -396,7 +397,7 @@ def _print_config(c, r, precision_reason, path):
         ("optimizer", f"{c['optimizer']}" + (f" nesterov momentum {c['momentum']:g}"
                                              if c["optimizer"] == "sgd" else "")
          + (f", gradient norm clipped at {c['grad_clip']:g}" if c["grad_clip"] else "")
-         + (f", weight EMA {c['ema']:g}" if c["ema"] else "")),
+         + (f", weight EMA {c['ema']:g} (BatchNorm statistics included)" if c["ema"] else "")),
         ("weight decay", f"{c['wd']:g} ({decay}; not on BatchNorm parameters or biases)"),
         ("loss", f"{'binary cross-entropy' if c['loss'] == 'bce' else 'softmax cross-entropy'}, "
                  f"label smoothing {c['label_smoothing']:g}"),
