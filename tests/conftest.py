@@ -75,7 +75,11 @@ def train_env(**extra):
     env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("TF_CONFIG", None)
     env.pop("RESNET_TF_KILL_AT", None)
-    env.update(extra)
+    for name, value in extra.items():  # None removes a variable
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env
 
 

@@ -40,6 +40,7 @@ def train_parser(prog=None):
     from resnet_tf.models.blocks import VARIANTS
     from resnet_tf.models.resnet import STEMS
     from resnet_tf.schedules import SCHEDULES
+    from resnet_tf.training.cpu_tuning import CPU_CONFIGS
     from resnet_tf.training.recipes import (
         AUGMENTS,
         LOSSES,
@@ -169,8 +170,22 @@ def train_parser(prog=None):
                      "<out>/export/<model name>)")
     run.add_argument("--no-export", dest="export", action="store_false",
                      help="do not export a SavedModel at the end")
-    run.add_argument("--steps-per-execution", type=int, default=1,
-                     help="training steps per compiled call (default: %(default)s)")
+    cpu = parser.add_argument_group(
+        "CPU speed", "Without GPUs, train.py applies the fastest settings measured for this "
+        "kind of CPU (resnet_tf.training.cpu_tuning.CHOICES; benchmarks/cpu_configs.py "
+        "measures them) and prints them; these flags override single settings.")
+    cpu.add_argument("--cpu-config", choices=CPU_CONFIGS, default="auto",
+                     help="auto: the measured choice for this CPU's kind; tf-defaults: "
+                          "TensorFlow's own (default: %(default)s)")
+    cpu.add_argument("--onednn", choices=("on", "off"),
+                     help="TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS; the command "
+                          "restarts itself once to set it) (default: --cpu-config's)")
+    cpu.add_argument("--inter-op-threads", type=int,
+                     help="TensorFlow's inter-op thread pool (default: --cpu-config's)")
+    cpu.add_argument("--intra-op-threads", type=int,
+                     help="TensorFlow's intra-op thread pool (default: --cpu-config's)")
+    cpu.add_argument("--steps-per-execution", type=int,
+                     help="training steps per compiled call (default: --cpu-config's)")
     return parser
 
 
@@ -186,6 +201,7 @@ def main(argv=None):
     if args.print_recipe:
         return _print_recipe(prog, config, options)
     try:
+        _apply_cpu_env(config, options)
         if options.export and options.export_dir:
             from resnet_tf.export.savedmodel import check_export_dir
 
@@ -202,6 +218,19 @@ def main(argv=None):
               "finished epoch.", file=sys.stderr, flush=True)
         return 130
     return 0
+
+
+def _apply_cpu_env(config, options):
+    """Sets the environment variables of this CPU's settings (restarting the command once
+    when TensorFlow has already read them); thread counts are the trainer's step."""
+    from resnet_tf.training.cpu_tuning import reexec_with_env
+    from resnet_tf.training.distribute import visible_gpus
+    from resnet_tf.training.recipes import check_config
+    from resnet_tf.training.trainer import cpu_config_for
+
+    check_config(config, options)  # a bad value is reported before any restart
+    if not visible_gpus():
+        reexec_with_env(cpu_config_for(options))
 
 
 def _print_recipe(prog, config, options):

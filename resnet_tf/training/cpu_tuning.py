@@ -82,7 +82,11 @@ def machine_kind(cpu_flags):
     return MACHINE_KINDS[-1][0]
 
 
-def choose_cpu_config(cpu_flags=None, *, overrides=None):
+CPU_CONFIGS = ("auto", "tf-defaults")
+ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def choose_cpu_config(cpu_flags=None, *, overrides=None, table=True):
     """The CPU training settings for a CPU with `cpu_flags`.
 
     Args:
@@ -92,10 +96,13 @@ def choose_cpu_config(cpu_flags=None, *, overrides=None):
             value of None drops the variable), "inter_op", "intra_op",
             "steps_per_execution". It wins over the table, and its variables over the
             user's environment.
+        table: bool. False gives TensorFlow's own defaults whatever the CPU
+            (`--cpu-config tf-defaults`); overrides still apply.
 
     Returns:
         dict(kind=str, env={name: str}, inter_op=int or None, intra_op=int or None,
-        steps_per_execution=int, reason=str, forced_env=[names from overrides]).
+        steps_per_execution=int, source=str (the table's), reason=str,
+        forced_env=[names from overrides]).
         A thread count of None means TensorFlow's default.
     """
     if cpu_flags is None:
@@ -108,10 +115,12 @@ def choose_cpu_config(cpu_flags=None, *, overrides=None):
         raise ValueError(f"Unknown CPU setting. Received: overrides with {', '.join(unknown)}; "
                          f"expected some of {', '.join(_KEYS)}")
     kind = machine_kind(cpu_flags)
-    row = CHOICES[kind]
+    row = CHOICES[kind] if table else dict(
+        _DEFAULTS, source="TensorFlow's defaults (--cpu-config tf-defaults)")
     config = {key: row[key] for key in _KEYS}
     config["env"] = dict(row["env"])
     config["kind"] = kind
+    config["source"] = row["source"]
     config["forced_env"] = []
     reason = f"CPU kind {kind}: {row['source']}"
     env_overrides = overrides.pop("env", None) or {}
@@ -178,10 +187,58 @@ def reexec_with_env(config, argv=None, *, environ=None, modules=None, execv=None
 
 def apply_threads(config):
     """Sets TensorFlow's inter/intra-op thread counts from `config` (None leaves
-    TensorFlow's default). Call after importing TensorFlow, before it runs an op."""
+    TensorFlow's default). Call after importing TensorFlow, before it runs an op.
+
+    Returns False (and marks `config["threads_not_applied"]`) when TensorFlow was
+    already running and kept its thread pools.
+    """
     import tensorflow as tf
 
-    if config.get("inter_op"):
-        tf.config.threading.set_inter_op_parallelism_threads(config["inter_op"])
-    if config.get("intra_op"):
-        tf.config.threading.set_intra_op_parallelism_threads(config["intra_op"])
+    try:
+        if config.get("inter_op"):
+            tf.config.threading.set_inter_op_parallelism_threads(config["inter_op"])
+        if config.get("intra_op"):
+            tf.config.threading.set_intra_op_parallelism_threads(config["intra_op"])
+    except RuntimeError:
+        config["threads_not_applied"] = True
+        return False
+    return True
+
+
+def run_cpu_config(cpu_config="auto", *, onednn=None, inter_op=None, intra_op=None,
+                   steps_per_execution=None, cpu_flags=None):
+    """`choose_cpu_config` from a command's flags: `--cpu-config auto|tf-defaults`,
+    `--onednn on|off`, `--inter-op-threads`, `--intra-op-threads`,
+    `--steps-per-execution` (None: the table's value)."""
+    overrides = {}
+    if onednn is not None:
+        overrides["env"] = {ONEDNN: "1" if onednn == "on" else "0"}
+    for key, value in (("inter_op", inter_op), ("intra_op", intra_op),
+                       ("steps_per_execution", steps_per_execution)):
+        if value is not None:
+            overrides[key] = value
+    return choose_cpu_config(cpu_flags, overrides=overrides, table=cpu_config != "tf-defaults")
+
+
+def describe_cpu_config(config, environ=None):
+    """One line for the resolved configuration: what is in effect, and why.
+
+    A variable of the table that is not in `environ` (a library caller who imported
+    TensorFlow first) is named as not applied, with how to apply it.
+    """
+    environ = os.environ if environ is None else environ
+    onednn = environ.get(ONEDNN, "1")
+    threads = ", ".join(f"{name} {config[key] or 'TensorFlow default'}"
+                        for name, key in (("inter-op", "inter_op"), ("intra-op", "intra_op")))
+    steps = config["steps_per_execution"]
+    line = (f"oneDNN {'off' if onednn.strip().lower() in ('0', 'false', 'off') else 'on'}, "
+            f"threads {threads}, {steps} step(s) per execution")
+    missing = {k: v for k, v in config["env"].items() if k not in environ}
+    if missing:
+        line += ("; not applied: " + " ".join(f"{k}={v}" for k, v in missing.items())
+                 + " (set it before TensorFlow starts; train.py does)")
+    if config.get("threads_not_applied"):
+        line += "; thread counts not applied (TensorFlow was already running)"
+    overridden = config["reason"].partition("; overridden: ")[2]
+    return (f"{line} (CPU kind {config['kind']}: {config['source'].split(': ')[0]}"
+            + (f"; overridden: {overridden}" if overridden else "") + ")")

@@ -14,7 +14,8 @@ def resolve_precision(precision="auto"):
     """Returns `(policy name, reason)`.
 
     "auto": mixed_float16 on GPUs of compute capability 7.0 or newer (tensor cores),
-    mixed_bfloat16 on CPUs with AMX or AVX512-BF16, float32 otherwise.
+    mixed_bfloat16 on CPUs with AMX or AVX512-BF16 (unless oneDNN is off:
+    `TF_ENABLE_ONEDNN_OPTS=0`), float32 otherwise.
     """
     if precision != "auto":
         return precision, "requested"
@@ -28,6 +29,11 @@ def resolve_precision(precision="auto"):
             return "mixed_float16", f"auto: GPU compute capability {capabilities[0]}"
         return "float32", f"auto: GPU compute capability {capabilities[0]} is below 7.0"
     flags = _cpu_flags() & {"amx_bf16", "avx512_bf16"}
+    if flags and os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() in ("0", "false"):
+        # TensorFlow's bfloat16 kernels without oneDNN: ResNet-20 ran ~85x slower
+        # (benchmarks/results/CPU_CONFIGS.md).
+        return "float32", (f"auto: CPU with {' and '.join(sorted(flags))}, but oneDNN is off "
+                           "and TensorFlow's bfloat16 is slow without it")
     if flags:
         return "mixed_bfloat16", f"auto: CPU with {' and '.join(sorted(flags))}"
     return "float32", "auto: no fast float16/bfloat16 on this CPU"

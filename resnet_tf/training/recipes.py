@@ -7,6 +7,7 @@ import os
 from resnet_tf.errors import ConfigError, check_choice
 from resnet_tf.models.resnet import DEPTHS
 from resnet_tf.schedules import SCHEDULES
+from resnet_tf.training.cpu_tuning import CPU_CONFIGS
 
 OPTIMIZERS = ("sgd", "adamw", "adam", "lamb")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -149,7 +150,12 @@ class RunOptions:
     manual_dir: str | None = None
     export: bool = True
     export_dir: str | None = None
-    steps_per_execution: int = 1
+    # CPU settings (`resnet_tf.training.cpu_tuning`); None takes the choice for this CPU.
+    cpu_config: str = "auto"
+    onednn: str | None = None
+    inter_op_threads: int | None = None
+    intra_op_threads: int | None = None
+    steps_per_execution: int | None = None
     verbose: int | None = None
 
 
@@ -234,10 +240,15 @@ def check_config(config, options=RunOptions()):
     if options.devices is not None and options.devices < 1:
         raise ConfigError(f"--devices must be a positive integer. Received: --devices "
                           f"{options.devices}; expected 1 or more.")
-    if options.steps_per_execution < 1:
-        raise ConfigError("--steps-per-execution must be a positive integer. Received: "
-                          f"--steps-per-execution {options.steps_per_execution}; expected 1 or "
-                          "more.")
+    for flag, value in (("--steps-per-execution", options.steps_per_execution),
+                        ("--inter-op-threads", options.inter_op_threads),
+                        ("--intra-op-threads", options.intra_op_threads)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} must be a positive integer. Received: {flag} {value}; "
+                              "expected 1 or more.")
+    check_choice("cpu_config", options.cpu_config, CPU_CONFIGS, error=ConfigError)
+    if options.onednn is not None:
+        check_choice("onednn", options.onednn, ("on", "off"), error=ConfigError)
 
 
 def _augment_policy(augment):

@@ -33,6 +33,7 @@ from resnet_tf.training.callbacks import (
     RunRecorder,
     StopOnNonFiniteLoss,
 )
+from resnet_tf.training.cpu_tuning import apply_threads, describe_cpu_config, run_cpu_config
 from resnet_tf.training.distribute import (
     is_chief,
     make_strategy,
@@ -86,6 +87,10 @@ def train(config, options=RunOptions()):
         if done is not None:
             return done
 
+    cpu = None if visible_gpus() else cpu_config_for(options)
+    if cpu is not None:
+        apply_threads(cpu)  # before make_strategy runs TensorFlow's first op
+        options = dataclasses.replace(options, steps_per_execution=cpu["steps_per_execution"])
     strategy = make_strategy(options.devices)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
@@ -131,7 +136,8 @@ def train(config, options=RunOptions()):
         train_examples=data.train_examples, val_examples=data.val_examples,
         skipped_files=data.skipped_files, classes=len(data.class_names), model=model.name,
         parameters=model.count_params(),
-        versions={"keras": keras.__version__, "tensorflow": _tf_version()})
+        versions={"keras": keras.__version__, "tensorflow": _tf_version()},
+        cpu_settings=None if cpu is None else describe_cpu_config(cpu))
     _print_config(resolved, runtime, precision_reason, run.path)
     if data.skipped_files:
         print(f"Warning: skipped {data.skipped_files} unreadable image file(s).", flush=True)
@@ -276,7 +282,7 @@ def _compile(model, resolved, data, phase, options):
                  keras.metrics.TopKCategoricalAccuracy(min(5, classes), name="top5")],
         # XLA pays off on GPUs; on CPUs it made ResNet training slower.
         jit_compile=bool(visible_gpus()),
-        steps_per_execution=options.steps_per_execution,
+        steps_per_execution=options.steps_per_execution or 1,
     )
 
 
@@ -363,6 +369,13 @@ def _tf_version():
     return tf.__version__
 
 
+def cpu_config_for(options):
+    """The CPU settings of a run: `cpu_tuning.run_cpu_config` from its options."""
+    return run_cpu_config(options.cpu_config, onednn=options.onednn,
+                          inter_op=options.inter_op_threads, intra_op=options.intra_op_threads,
+                          steps_per_execution=options.steps_per_execution)
+
+
 def _print_config(c, r, precision_reason, path):
     decay = "SGD L2" if c["optimizer"] == "sgd" else c["optimizer"]
     if c["schedule"] == "cosine":
@@ -389,6 +402,7 @@ def _print_config(c, r, precision_reason, path):
         ("augmentation", ", ".join(augment)),
         ("precision", f"{r['precision']} ({precision_reason})"),
         ("strategy", f"{r['strategy']}, {r['replicas']} replica(s)"),
+        *([("cpu settings", r["cpu_settings"])] if r.get("cpu_settings") else []),
         ("batch", f"{r['global_batch']} global, {r['per_replica_batch']} per replica, "
                   f"{r['steps_per_epoch']} steps per epoch"),
         ("learning rate", f"{r['learning_rate']:g} ({c['lr']:g} per 256 images x "

@@ -140,3 +140,34 @@ def test_reexec_does_nothing_when_nothing_changes():
     changed = reexec_with_env(choose_cpu_config(SKYLAKE_X), ["x"], environ={},
                               modules={"tensorflow": object()}, execv=execv)
     assert changed == {} and not execv.calls
+
+
+# --- the trainer's flags ----------------------------------------------------------------
+
+
+def test_run_flags_override_single_settings():
+    config = cpu_tuning.run_cpu_config(cpu_flags=ZEN4, onednn="off", intra_op=1,
+                                       steps_per_execution=3)
+    assert config["kind"] == "AVX512-BF16"
+    assert config["env"] == {"TF_ENABLE_ONEDNN_OPTS": "0"}
+    assert (config["intra_op"], config["inter_op"], config["steps_per_execution"]) == (1, None, 3)
+    assert cpu_tuning.run_cpu_config(cpu_flags=AVX2, onednn="on")["env"] == {
+        "TF_ENABLE_ONEDNN_OPTS": "1"}
+
+
+def test_tf_defaults_ignores_the_table():
+    config = cpu_tuning.run_cpu_config("tf-defaults", cpu_flags=AVX2)
+    assert config["env"] == {} and config["steps_per_execution"] == 1
+    assert "--cpu-config tf-defaults" in config["reason"]
+
+
+def test_description_says_what_is_in_effect_and_what_is_not():
+    config = choose_cpu_config(AVX2)
+    applied = cpu_tuning.describe_cpu_config(config, {"TF_ENABLE_ONEDNN_OPTS": "0"})
+    assert applied.startswith("oneDNN off, threads inter-op TensorFlow default")
+    assert "CPU kind AVX2" in applied and "not applied" not in applied
+    missing = cpu_tuning.describe_cpu_config(config, {})
+    assert "not applied: TF_ENABLE_ONEDNN_OPTS=0 (set it before TensorFlow starts" in missing
+    # The user's own value wins over the table and is what the line reports.
+    assert cpu_tuning.describe_cpu_config(config, {"TF_ENABLE_ONEDNN_OPTS": "1"}).startswith(
+        "oneDNN on")

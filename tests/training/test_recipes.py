@@ -68,6 +68,9 @@ def test_default_recipes_agree_on_augmentation():
     (["--grad-clip", "0"], "--grad-clip must be positive"),
     (["--stochastic-depth", "2"], "--stochastic-depth must be in [0, 1)"),
     (["--depth", "19"], "Unknown depth. Received: depth=19"),
+    (["--intra-op-threads", "0"], "--intra-op-threads must be a positive integer. Received: "
+                                  "--intra-op-threads 0; expected 1 or more."),
+    (["--steps-per-execution", "-2"], "--steps-per-execution must be a positive integer"),
 ])
 def test_out_of_range_values_are_one_line_errors(capsys, argv, message):
     assert train_cli.main([*argv, "--print-recipe"]) == 2
@@ -76,7 +79,8 @@ def test_out_of_range_values_are_one_line_errors(capsys, argv, message):
 
 
 @pytest.mark.parametrize("argv", [["--recipe", "nope"], ["--augment", "autoaugment"],
-                                  ["--random-erasing", "1.5"], ["--loss", "hinge"]])
+                                  ["--random-erasing", "1.5"], ["--loss", "hinge"],
+                                  ["--onednn", "maybe"], ["--cpu-config", "fastest"]])
 def test_unknown_choices_exit_2_with_one_line(capsys, argv):
     with pytest.raises(SystemExit) as exit_info:
         train_cli.main(argv)

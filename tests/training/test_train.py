@@ -164,6 +164,25 @@ def test_prints_resolved_configuration_and_scaled_lr(finished_run):
     # 0.4 per 256 images (the CIFAR recipe) at a global batch of 16.
     assert re.search(r"learning rate\s+0\.025 \(0\.4 per 256 images x 16/256\)", out)
     assert out.index("Configuration:") < out.index("Epoch 1/2")
+    # The CPU settings chosen for this machine's kind (issue 15).
+    assert re.search(r"cpu settings\s+oneDNN (on|off), threads inter-op .+\(CPU kind \S+", out)
+
+
+def test_cpu_flags_override_the_choice_and_restart_for_onednn(image_dir, tmp_path):
+    out = tmp_path / "run"
+    env = {"TF_ENABLE_ONEDNN_OPTS": None}  # not set: the command must set it itself
+    result = run_train("--data-dir", image_dir, "--epochs", 1, "--batch-size", 16, "--out", out,
+                       "--no-export", "--onednn", "off", "--intra-op-threads", "1",
+                       "--steps-per-execution", "2", **env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "restarting with TF_ENABLE_ONEDNN_OPTS=0" in result.stderr
+    assert re.search(r"cpu settings\s+oneDNN off, threads inter-op TensorFlow default, "
+                     r"intra-op 1, 2 step\(s\) per execution \(CPU kind", result.stdout)
+    assert "overridden" in result.stdout
+    # bfloat16 without oneDNN is far slower: auto precision is float32 then.
+    assert re.search(r"precision\s+float32 \(auto", result.stdout)
+    runtime = json.loads((out / "config.json").read_text())["runtime"]
+    assert runtime["cpu_settings"].startswith("oneDNN off")
 
 
 def test_one_line_per_epoch_when_not_a_terminal(finished_run):
@@ -360,6 +379,11 @@ def test_auto_precision_follows_cpu_flags(monkeypatch):
         monkeypatch.setattr(distribute, "_cpu_flags", lambda flags=flags: flags)
         assert distribute.resolve_precision("auto")[0] == expected
     assert distribute.resolve_precision("mixed_float16")[0] == "mixed_float16"
+    # TensorFlow's bfloat16 without oneDNN is ~85x slower: auto stays in float32 then.
+    monkeypatch.setattr(distribute, "_cpu_flags", lambda: {"avx512_bf16"})
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    precision, reason = distribute.resolve_precision("auto")
+    assert precision == "float32" and "oneDNN is off" in reason
 
 
 # --- distribution --------------------------------------------------------------------------
