@@ -3,6 +3,7 @@
     python benchmarks/cpu_configs.py                       # 3 repeats, all three networks
     python benchmarks/cpu_configs.py --reps 5              # more repeats
     python benchmarks/cpu_configs.py --quick --models resnet20 --precisions float32
+    ONEDNN_MAX_CPU_ISA=AVX2 python benchmarks/cpu_configs.py   # an AVX2-only CPU, emulated
 
 For ResNet-20, ResNet-18 (CIFAR stem) and ResNet-50, in float32 and (on CPUs with
 AVX512-BF16 or AMX) mixed_bfloat16, it times one training configuration per worker
@@ -223,6 +224,25 @@ def _x(value):
     return "-" if value is None else f"{value:.2f}x"
 
 
+def _aten_capability(cap):
+    return "avx512" if cap.startswith(("AVX512", "AVX10")) else "avx2" if "AVX2" in cap else "default"
+
+
+def emulate_isa_cap():
+    """ONEDNN_MAX_CPU_ISA, when set, emulates an older CPU for oneDNN (TensorFlow and
+    PyTorch); PyTorch's own ATen kernels get the matching ATEN_CPU_CAPABILITY so that both
+    sides are capped alike. Returns the cap (None without one)."""
+    from resnet_tf.training.distribute import onednn_isa_cap
+
+    cap = onednn_isa_cap()
+    if cap:
+        os.environ["ONEDNN_MAX_CPU_ISA"] = cap  # workers inherit both
+        os.environ.setdefault("ATEN_CPU_CAPABILITY", _aten_capability(cap))
+        log(f"emulating: ONEDNN_MAX_CPU_ISA={cap} "
+            f"ATEN_CPU_CAPABILITY={os.environ['ATEN_CPU_CAPABILITY']}")
+    return cap
+
+
 def render(results):
     m = results["machine"]
     lines = [
@@ -235,6 +255,10 @@ def render(results):
         *(["", f"**{results['note']}**"] if results.get("note") else []),
         "",
         f"- lscpu model name: {m['cpu']}",
+        *([f"- **emulated**: ONEDNN_MAX_CPU_ISA={results['isa_cap']} and ATEN_CPU_CAPABILITY="
+           f"{_aten_capability(results['isa_cap'])}, so TensorFlow's and PyTorch's kernels use "
+           "no instructions above that level; the flags below are the ones left"]
+          if results.get("isa_cap") else []),
         f"- CPU flags that matter here: {' '.join(results['flags_shown']) or 'none'} "
         f"(absent: {' '.join(results['flags_absent']) or 'none'})",
         *([f"- all CPU flags (/proc/cpuinfo, as lscpu shows them): {' '.join(results['flags_all'])}"]
@@ -390,11 +414,11 @@ def main(argv=None):
     bad = [m for m in models if m not in TRAIN_MODELS]
     if bad:
         parser.error(f"--models: unknown {bad}; expected some of {', '.join(TRAIN_MODELS)}")
+    cap = emulate_isa_cap()
     machine = run.machine()
-    flags = set()
-    if os.path.exists("/proc/cpuinfo"):
-        with open("/proc/cpuinfo") as f:
-            flags = set(f.read().split())
+    from resnet_tf.training.distribute import _cpu_flags
+
+    flags = _cpu_flags()  # as oneDNN uses them: ONEDNN_MAX_CPU_ISA counts
     bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
     precisions = (args.precisions.split(",") if args.precisions
                   else ["float32"] + ([BF16] if bf16 else []))
@@ -409,7 +433,7 @@ def main(argv=None):
                    flags_absent=[f for f in shown if f not in flags],
                    flags_all=_cpu_flag_list(),
                    mode=mode_name, reps=mode["reps"], target_s=mode["target_s"],
-                   threshold=args.threshold, comparisons={}, note=args.note)
+                   threshold=args.threshold, comparisons={}, note=args.note, isa_cap=cap)
     for model in models:
         for precision in precisions:
             variants = settings(model, precision)

@@ -20,6 +20,10 @@ launcher) or that only wants the variables in the environment of child processes
 
 A variable the user already set always wins over the table, and `overrides` (a
 command-line flag) wins over both the table and the user's environment.
+
+The CPU's flags are read as oneDNN will use them: `ONEDNN_MAX_CPU_ISA=AVX2` makes an
+AVX-512 machine an AVX2 one here too (`distribute._cpu_flags`), which is how
+`benchmarks/cpu_configs.py` measures an AVX2-only CPU on a newer one.
 """
 
 import os
@@ -240,5 +244,7 @@ def describe_cpu_config(config, environ=None):
     if config.get("threads_not_applied"):
         line += "; thread counts not applied (TensorFlow was already running)"
     overridden = config["reason"].partition("; overridden: ")[2]
-    return (f"{line} (CPU kind {config['kind']}: {config['source'].split(': ')[0]}"
+    cap = environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA")
+    kind = config["kind"] + (f" with ONEDNN_MAX_CPU_ISA={cap}" if cap else "")
+    return (f"{line} (CPU kind {kind}: {config['source'].split(': ')[0]}"
             + (f"; overridden: {overridden}" if overridden else "") + ")")

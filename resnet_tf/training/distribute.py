@@ -39,15 +39,47 @@ def resolve_precision(precision="auto"):
     return "float32", "auto: no fast float16/bfloat16 on this CPU"
 
 
-def _cpu_flags():
+# oneDNN's ISA levels (ONEDNN_MAX_CPU_ISA), lowest first, and the /proc/cpuinfo flags a
+# level below each of them must not count: a cap at AVX2 makes an AVX-512 CPU an AVX2 one
+# for every oneDNN kernel, in TensorFlow and PyTorch alike.
+_ISA_LEVELS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+               "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16",
+               "AVX10_1_512_AMX", "AVX512_CORE_AMX", "AVX10_1_512_AMX_FP16",
+               "AVX512_CORE_AMX_FP16", "ALL")
+_FLAGS_FROM = (("AVX2", ("avx2", "fma")), ("AVX512_CORE", ("avx512",)),
+               ("AVX512_CORE_BF16", ("avx512_bf16",)), ("AVX10_1_512_AMX", ("amx",)))
+
+
+def onednn_isa_cap(environ=None):
+    """ONEDNN_MAX_CPU_ISA (or DNNL_MAX_CPU_ISA) when set to a known level, else None."""
+    environ = os.environ if environ is None else environ
+    value = (environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA") or "").upper()
+    return value if value in _ISA_LEVELS and value != "ALL" else None
+
+
+def _cpu_flags(environ=None):
+    """This CPU's flags (/proc/cpuinfo) as oneDNN will use them: without those above
+    `onednn_isa_cap()` (how an AVX2-only machine is emulated on a newer one)."""
+    flags = set()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                    flags = set(line.split(":", 1)[1].split())
+                    break
     except OSError:
         pass
-    return set()
+    return cap_cpu_flags(flags, onednn_isa_cap(environ))
+
+
+def cap_cpu_flags(flags, cap):
+    """`flags` without those of ISA levels above `cap` (a `_ISA_LEVELS` name or None)."""
+    if cap is None:
+        return set(flags)
+    level = _ISA_LEVELS.index(cap)
+    dropped = tuple(p for name, prefixes in _FLAGS_FROM if _ISA_LEVELS.index(name) > level
+                    for p in prefixes)
+    return {f for f in flags if not f.startswith(dropped)}
 
 
 def make_strategy(devices=None):

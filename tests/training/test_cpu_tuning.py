@@ -171,3 +171,27 @@ def test_description_says_what_is_in_effect_and_what_is_not():
     # The user's own value wins over the table and is what the line reports.
     assert cpu_tuning.describe_cpu_config(config, {"TF_ENABLE_ONEDNN_OPTS": "1"}).startswith(
         "oneDNN on")
+
+
+@pytest.mark.parametrize("cap, kind", [
+    (None, "AVX512-BF16"), ("AVX2", "AVX2"), ("avx2", "AVX2"), ("AVX512_CORE_VNNI", "AVX-512"),
+    ("AVX512_CORE_BF16", "AVX512-BF16"), ("ALL", "AVX512-BF16"), ("nonsense", "AVX512-BF16"),
+])
+def test_onednn_isa_cap_makes_the_machine_kind_of_the_capped_cpu(cap, kind):
+    from resnet_tf.training.distribute import cap_cpu_flags, onednn_isa_cap
+
+    environ = {} if cap is None else {"ONEDNN_MAX_CPU_ISA": cap}
+    flags = cap_cpu_flags(ZEN4 | {"avx512vl", "avx512cd"}, onednn_isa_cap(environ))
+    assert machine_kind(flags) == kind
+    assert "fma" in flags and "avx2" in flags
+
+
+def test_auto_precision_follows_the_isa_cap(monkeypatch):
+    from resnet_tf.training import distribute
+
+    monkeypatch.setattr(distribute, "visible_gpus", lambda: [])
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    real = distribute.cap_cpu_flags
+    monkeypatch.setattr(distribute, "cap_cpu_flags", lambda flags, cap: real(ZEN4, cap))
+    assert distribute.resolve_precision("auto")[0] == "float32"
+    assert choose_cpu_config()["kind"] == "AVX2"
