@@ -173,6 +173,7 @@ def test_quickstart_trains_and_evaluates(kernel_env, clean_notebooks_dir):
     assert any(n.startswith("resnet_tf_quickstart_") for n in os.listdir(kernel_env))
 
 
+@pytest.mark.slow  # ~80 s: fine-tuning runs there; `-m slow` executes it
 def test_transfer_learning_improves_on_the_new_head(kernel_env, clean_notebooks_dir):
     text = _execute("02_transfer_learning.ipynb")
     before = _number(r"before training\s+validation accuracy (\d\.\d+)", text)

@@ -13,6 +13,8 @@ import time
 import pytest
 from conftest import TRAIN, error_line, run_train, train_env
 
+from resnet_tf.errors import ConfigError
+
 FAST = ["--epochs", "2", "--batch-size", "8", "--no-export", "--precision", "float32"]
 
 
@@ -43,6 +45,36 @@ def _half_finished(finished, tmp_path, rows=1):
     return out
 
 
+_HOLDER = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.pwrite(fd, f"{os.getpid()}\\n".encode(), 0)
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def test_run_lock_names_its_holder_and_dies_with_it(tmp_path):
+    # The lock's own behaviour, with a plain Python process as the other writer; the
+    # slow test below checks the same through two train.py processes.
+    from resnet_tf.runs import LOCK_FILE, RunDirectory
+
+    (tmp_path / "run").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path / "run" / LOCK_FILE)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ConfigError, match=f"is in use by process {holder.pid}, which is "
+                                              "writing this run"):
+            RunDirectory(str(tmp_path / "run")).lock()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    RunDirectory(str(tmp_path / "run")).lock()  # a killed holder leaves no stuck lock
+
+
+@pytest.mark.slow
 def test_second_writer_of_a_run_folder_stops_at_once_naming_the_first(images, tmp_path):
     out = tmp_path / "run"
     first = subprocess.Popen([sys.executable, TRAIN, "--data-dir", images, *FAST,

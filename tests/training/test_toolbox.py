@@ -18,7 +18,7 @@ def images(image_folder_factory):
 
 def test_toolbox_flags_reach_model_optimizer_and_run_folder(images, tmp_path):
     out = tmp_path / "run"
-    result = run_train("--data-dir", images, "--epochs", "2", "--batch-size", "8",
+    result = run_train("--data-dir", images, "--epochs", "1", "--batch-size", "8",
                        "--precision", "float32", "--out", out, "--ema", "0.9",
                        "--loss", "bce", "--optimizer", "lamb", "--grad-clip", "1",
                        "--dropout", "0.2", "--se-ratio", "0.25", "--zero-init-residual",

@@ -27,6 +27,7 @@ CORRUPT = 2
 # TensorFlow's C++ start-up logging, which no environment variable silences in 2.21.
 TF_LOG_LINE = re.compile(r"^(?:[IWEF]\d{4} |WARNING: All log messages before absl|$)")
 FAST = ["--epochs", "2", "--batch-size", "16", "--no-export"]
+CPU_FLAGS = ["--onednn", "off", "--intra-op-threads", "1", "--steps-per-execution", "2"]
 
 
 def _env(**extra):
@@ -168,23 +169,6 @@ def test_prints_resolved_configuration_and_scaled_lr(finished_run):
     assert re.search(r"cpu settings\s+oneDNN (on|off), threads inter-op .+\(CPU kind \S+", out)
 
 
-def test_cpu_flags_override_the_choice_and_restart_for_onednn(image_dir, tmp_path):
-    out = tmp_path / "run"
-    env = {"TF_ENABLE_ONEDNN_OPTS": None}  # not set: the command must set it itself
-    result = run_train("--data-dir", image_dir, "--epochs", 1, "--batch-size", 16, "--out", out,
-                       "--no-export", "--onednn", "off", "--intra-op-threads", "1",
-                       "--steps-per-execution", "2", **env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "restarting with TF_ENABLE_ONEDNN_OPTS=0" in result.stderr
-    assert re.search(r"cpu settings\s+oneDNN off, threads inter-op TensorFlow default, "
-                     r"intra-op 1, 2 step\(s\) per execution \(CPU kind", result.stdout)
-    assert "overridden" in result.stdout
-    # bfloat16 without oneDNN is far slower: auto precision is float32 then.
-    assert re.search(r"precision\s+float32 \(auto", result.stdout)
-    runtime = json.loads((out / "config.json").read_text())["runtime"]
-    assert runtime["cpu_settings"].startswith("oneDNN off")
-
-
 def test_one_line_per_epoch_when_not_a_terminal(finished_run):
     _, result = finished_run
     assert "Epoch 2/2" in result.stdout
@@ -243,7 +227,9 @@ def resumed_run(image_dir, tmp_path_factory):
         process.kill()
     assert process.returncode == -signal.SIGKILL, killed_output
     killed_rows = len(history(out))
-    resumed = train(*args)
+    # CPU settings are not part of the run: the resumed half changes them (and must set
+    # TF_ENABLE_ONEDNN_OPTS itself, restarting once).
+    resumed = train(*args, *CPU_FLAGS, TF_ENABLE_ONEDNN_OPTS=None)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     return out, args, killed_rows, resumed
 
@@ -255,6 +241,18 @@ def test_killed_run_resumes_where_it_stopped(resumed_run):
     assert "Epoch 1/4" not in resumed.stdout and "Epoch 4/4" in resumed.stdout
     with open(os.path.join(out, "metrics.json")) as f:
         assert json.load(f)["epochs"] == 4
+
+
+def test_cpu_flags_override_the_choice_and_restart_for_onednn(resumed_run):
+    out, _, _, resumed = resumed_run
+    assert "restarting with TF_ENABLE_ONEDNN_OPTS=0" in resumed.stderr
+    assert re.search(r"cpu settings\s+oneDNN off, threads inter-op TensorFlow default, "
+                     r"intra-op 1, 2 step\(s\) per execution \(CPU kind", resumed.stdout)
+    assert "overridden" in resumed.stdout
+    # bfloat16 without oneDNN is far slower: auto precision is float32 then.
+    assert re.search(r"precision\s+float32 \(auto", resumed.stdout)
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["runtime"]["cpu_settings"].startswith("oneDNN off")
 
 
 def test_learning_rate_continues_after_resume(resumed_run):
