@@ -58,10 +58,11 @@ def torch_best(results, group, ours_label):
 
 
 def train_section(results):
-    lines = ["| network | batch | precision | resnet_tf | keras.applications | PyTorch 2 threads "
-             "| PyTorch 1 thread | resnet_tf / keras.apps | resnet_tf / PyTorch 2 thr | "
-             "resnet_tf / PyTorch 1 thr | params resnet_tf / torch |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| network | batch | precision | resnet_tf | keras.applications | keras-hub | "
+             "PyTorch 2 threads | PyTorch 1 thread | resnet_tf / keras.apps | resnet_tf / "
+             "keras-hub | resnet_tf / PyTorch 2 thr | resnet_tf / PyTorch 1 thr | params "
+             "resnet_tf / torch |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     def cell(r):
         return "-" if r is None else f"{r['img_s']:.1f} ±{100 * r['spread']:.0f}%"
 
@@ -73,6 +74,7 @@ def train_section(results):
             if not ours:
                 continue
             ka = rows.get(f"keras.applications {precision}")
+            kh = rows.get(f"keras-hub {precision}")
             t2, t1 = rows.get(f"torch {tp}"), rows.get(f"torch {tp} 1 thread")
             params = f"{ours['params']:,}"
             if t2:
@@ -80,8 +82,9 @@ def train_section(results):
             auto = " (auto)" if precision == results.get("auto") else ""
             lines.append(
                 f"| {MODEL_TITLE[model]} | {ours['batch']} | {precision}{auto} | {cell(ours)} | "
-                f"{cell(ka)} | {cell(t2)} | {cell(t1)} | "
+                f"{cell(ka)} | {cell(kh)} | {cell(t2)} | {cell(t1)} | "
                 f"{x(_ratio(results, group, ours_label, f'keras.applications {precision}'))} | "
+                f"{x(_ratio(results, group, ours_label, f'keras-hub {precision}'))} | "
                 f"{x(_ratio(results, group, ours_label, f'torch {tp}'))} | "
                 f"{x(_ratio(results, group, ours_label, f'torch {tp} 1 thread'))} | {params} |")
     return lines

@@ -13,6 +13,7 @@ the per-round ratios. See README.md for what is measured and how to read it.
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -161,7 +162,7 @@ def paired_ratio(times_a, times_b):
 # --- part 1: training ---------------------------------------------------------------------
 
 
-def train_groups(models):
+def train_groups(models, precisions=(BF16, "float32")):
     """Comparison groups: (title, model, {worker label: spec}, [(entry, worker label, arg)]).
 
     A group holds at most three big-network processes (about 3-4 GB each). The PyTorch bf16
@@ -184,15 +185,23 @@ def train_groups(models):
             # One group per precision keeps the big networks' memory in check;
             # keras.applications' ResNet-50 joins at each precision.
             for precision, torch_precision in ((BF16, "bf16"), ("float32", "float32")):
+                if precision not in precisions:
+                    continue
                 specs = {f"resnet_tf {precision}": keras("ours", precision)}
                 if model == "resnet50":
                     specs[f"keras.applications {precision}"] = keras("keras_apps", precision)
+                    if importlib.util.find_spec("keras_hub"):
+                        specs[f"keras-hub {precision}"] = keras("keras_hub", precision)
                 specs[f"torch {torch_precision}"] = torch(torch_precision)
                 entries = [(label, label, None) for label in specs]
                 if torch_precision == "bf16":
                     entries = entries[:-1] + torch_entries
                 groups.append((f"{MODEL_TITLE[model]}, batch {batch}, {precision}", model,
                                specs, entries))
+        elif BF16 not in precisions:
+            specs = {"resnet_tf float32": keras("ours", "float32"),
+                     "torch float32": torch("float32")}
+            entries = [(label, label, None) for label in specs]
         else:
             specs = {f"resnet_tf {BF16}": keras("ours", BF16),
                      "resnet_tf float32": keras("ours", "float32"),
@@ -206,7 +215,9 @@ def train_groups(models):
 
 def part_train(args, mode, log_dir, results):
     rows, profiles = [], {}
-    for title, model, specs, entry_specs in train_groups(args.models):
+    # bfloat16 only where the CPU (as oneDNN sees it: ONEDNN_MAX_CPU_ISA counts) has it.
+    precisions = (BF16, "float32") if results.get("auto") == BF16 else ("float32",)
+    for title, model, specs, entry_specs in train_groups(args.models, precisions):
         log(f"Training: {title}")
         workers = start_workers(specs, log_dir, parallel=3)
         try:

@@ -32,13 +32,27 @@ CLASSES = {"resnet50": 1000, "resnet18_cifar": 10, "resnet20": 10}
 
 
 def build_keras(impl, name):
-    """The Keras model `impl` ("ours" or "keras_apps") of network `name`, current policy."""
+    """The Keras model `impl` ("ours", "keras_apps" or "keras_hub") of network `name`,
+    current policy."""
     import keras
 
     if impl == "keras_apps":
         if name != "resnet50":
             raise ValueError(f"keras.applications has no {name}")
         return keras.applications.ResNet50(weights=None)
+    if impl == "keras_hub":
+        if name != "resnet50":
+            raise ValueError(f"the keras-hub comparison has no {name}")
+        import keras_hub
+
+        # ResNet-50 as keras-hub's "resnet_50_imagenet" preset configures it (no download).
+        backbone = keras_hub.models.ResNetBackbone(
+            input_conv_filters=[64], input_conv_kernel_sizes=[7],
+            stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=[3, 4, 6, 3],
+            stackwise_num_strides=[1, 2, 2, 2], block_type="bottleneck_block",
+            use_pre_activation=False, image_shape=(224, 224, 3))
+        return keras_hub.models.ResNetImageClassifier(backbone=backbone, num_classes=1000,
+                                                      activation="softmax")
     from resnet_tf import build_resnet
 
     side = IMAGE_SIZE[name]

@@ -289,7 +289,13 @@ def _compile(model, resolved, data, phase, options):
 def _final_metrics(model, data, history, monitor, tta="none"):
     if data.val is not None:
         metrics = evaluate_model(model, data.val, data.class_names, tta=tta)
-        print(f"Validation: top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f} "
+        if tta != "none":  # what the exported model (one view per request) gets
+            single = evaluate_model(model, data.val, data.class_names)
+            metrics["single_view"] = {"top1": single["top1"], "top5": single["top5"]}
+            print(f"Validation, single view: top-1 {single['top1']:.4f}, top-5 "
+                  f"{single['top5']:.4f}.", flush=True)
+        print(f"Validation{', ' + tta + ' TTA' if tta != 'none' else ''}: top-1 "
+              f"{metrics['top1']:.4f}, top-5 {metrics['top5']:.4f} "
               f"on {metrics['examples']} images.", flush=True)
     else:
         metrics = {"top1": None, "top5": None, "examples": 0,

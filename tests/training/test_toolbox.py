@@ -38,6 +38,10 @@ def test_toolbox_flags_reach_model_optimizer_and_run_folder(images, tmp_path):
     assert model.layers[-1].get_config()["activation"] == "linear"  # BCE trains logits
     assert type(model.optimizer).__name__ == "Lamb"
     assert (out / "export" / "resnet20" / "1" / "saved_model.pb").exists()
+    # With TTA, metrics.json also has the single-view numbers (what a served model gets).
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["single_view"]) == {"top1", "top5"} and 0 <= metrics["top1"] <= 1
+    assert "Validation, single view: top-1" in result.stdout
 
 
 def test_resume_restores_ema_and_optimizer_state(image_folder_factory, tmp_path):
