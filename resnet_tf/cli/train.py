@@ -180,11 +180,11 @@ def train_parser(prog=None):
     cpu.add_argument("--onednn", choices=("on", "off"),
                      help="TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS; the command "
                           "restarts itself once to set it) (default: --cpu-config's)")
-    cpu.add_argument("--inter-op-threads", type=int,
+    cpu.add_argument("--inter-op-threads", type=int, metavar="N",
                      help="TensorFlow's inter-op thread pool (default: --cpu-config's)")
-    cpu.add_argument("--intra-op-threads", type=int,
+    cpu.add_argument("--intra-op-threads", type=int, metavar="N",
                      help="TensorFlow's intra-op thread pool (default: --cpu-config's)")
-    cpu.add_argument("--steps-per-execution", type=int,
+    cpu.add_argument("--steps-per-execution", type=int, metavar="N",
                      help="training steps per compiled call (default: --cpu-config's)")
     return parser
 
