@@ -152,8 +152,9 @@ def train_parser(prog=None):
                           "(default: 50%%,75%% (CIFAR) or 33%%,67%%,89%% of --epochs)")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--tta", choices=TTAS, default="none",
-                     help="test-time augmentation of the final evaluation (default: none)")
+    run.add_argument("--tta", choices=TTAS,
+                     help="test-time augmentation of the final evaluation; metrics.json also "
+                          "keeps the single-view figures (default: recipe)")
     run.add_argument("--precision", choices=PRECISIONS, default="auto",
                      help="auto: mixed_float16 on GPUs of compute capability 7.0+, "
                           "mixed_bfloat16 on CPUs with AMX/AVX512-BF16, else float32 "

@@ -23,12 +23,12 @@ MAX_WARMUP_SHARE = 0.25
 
 def _recipe(description, *, depth, epochs, optimizer, lr_wd, warmup_epochs, label_smoothing,
             milestones=(0.5, 0.75), augment="basic", mixup=0.0, cutmix=0.0, random_erasing=0.0,
-            ema=0.0, loss="softmax", grad_clip=None, stem=None, preset=None):
+            ema=0.0, loss="softmax", grad_clip=None, stem=None, preset=None, tta="none"):
     return dict(description=description, depth=depth, epochs=epochs, optimizer=optimizer,
                 lr_wd=lr_wd, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
                 milestones=milestones, augment=augment, mixup=mixup, cutmix=cutmix,
                 random_erasing=random_erasing, ema=ema, loss=loss, grad_clip=grad_clip,
-                stem=stem, preset=preset)
+                stem=stem, preset=preset, tta=tta)
 
 
 # Named, reproducible recipes. Learning rates are per 256 images (scaled by
@@ -133,7 +133,7 @@ class TrainConfig:
     schedule: str = "cosine"
     warmup_epochs: float | None = None
     milestones: tuple | None = None
-    tta: str = "none"
+    tta: str | None = None
     precision: str = "auto"
     seed: int = 0
     deterministic: bool = False
@@ -306,6 +306,7 @@ def resolve_config(config, preset, image_size):
         ema=pick("ema"),
         loss=pick("loss"),
         grad_clip=pick("grad_clip"),
+        tta=pick("tta"),
         warmup_epochs=warmup,
         milestones=sorted(int(m) for m in milestones),
     )
