@@ -318,7 +318,7 @@ def render(results):
         lines += report.profile_section({"profiles": {
             f"{MODEL_TITLE[p['model']]} | {label}": s for label, s in p["summaries"].items()}})
     lines += ["", "### The choice for this machine kind", "", "```python",
-              f"CHOICES[{results['kind']!r}] = {results['choice']!r}", "```", "",
+              f"CHOICES[{results['kind'].split(' (')[0]!r}] = {results['choice']!r}", "```", "",
               results["choice_note"]]
     return "\n".join(lines) + "\n"
 
@@ -428,7 +428,10 @@ def main(argv=None):
     begin = time.time()
     shown = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
     results = dict(date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), machine=machine,
-                   kind=machine.get("kind", "?"), load_start=os.getloadavg()[0],
+                   # An emulated kind gets a section of its own beside a real machine's.
+                   kind=machine.get("kind", "?") + (f" (emulated: ONEDNN_MAX_CPU_ISA={cap})"
+                                                    if cap else ""),
+                   load_start=os.getloadavg()[0],
                    flags_shown=[f for f in shown if f in flags],
                    flags_absent=[f for f in shown if f not in flags],
                    flags_all=_cpu_flag_list(),
