@@ -62,9 +62,12 @@ CHOICES = {
     ),
     "AVX2": dict(
         _DEFAULTS,
-        env={"TF_ENABLE_ONEDNN_OPTS": "0"},
-        source="from issue 15's single probes, not re-measured: on a 2-core AVX2-only AMD EPYC "
-               "TF_ENABLE_ONEDNN_OPTS=0 gave +8-20 % on ResNet-20 training in float32",
+        source="measured by benchmarks/cpu_configs.py on an AVX2-only CPU emulated on a 2-core "
+               "AMD EPYC (Zen 4; ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2), quiet: "
+               "TensorFlow's defaults; oneDNN off ran ResNet-20 at 0.45x, intra-op 1 at 0.9x, "
+               "XLA at 0.7x (benchmarks/results/CPU_CONFIGS.md). Issue 15's single probes on a "
+               "real AVX2 EPYC (oneDNN off +8-20 %) were not reproduced; rerun "
+               "benchmarks/cpu_configs.py on such a machine",
     ),
     "older x86 / other": dict(
         _DEFAULTS,

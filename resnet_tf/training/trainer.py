@@ -58,6 +58,7 @@ from resnet_tf.training.recipes import (
     augmentation,
     check_config,
     default_out,
+    keep_run_values,
     model_kwargs,
     resolve_config,
 )
@@ -113,6 +114,8 @@ def train(config, options=RunOptions()):
         manual_dir=options.manual_dir, **augmentation(config))
     resolved = resolve_config(config, data.preset, data.image_size)
     run = RunDirectory(out or default_out(resolved["depth"], config))
+    if not options.overwrite:
+        resolved = keep_run_values(config, resolved, run.read_config())
     if out is None:
         done = _prepare_run(run, config, options, resolved)
         if done is not None:
@@ -319,6 +322,7 @@ def _prepare_run(run, config, options, resolved=None):
             stored = old["config"]
             resolved = resolve_config(config, stored["preset"],
                                       config.image_size or stored["image_size"])
+        resolved = keep_run_values(config, resolved, old)
         if run.check(resolved, old):
             print(f"Run {run.path} is already complete ({resolved['epochs']} epochs); "
                   "nothing to do. Pass --overwrite to train it again.", flush=True)

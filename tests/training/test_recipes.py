@@ -6,7 +6,13 @@ These run `train.py --print-recipe` in-process: no data and no training.
 import pytest
 
 from resnet_tf.cli import train as train_cli
-from resnet_tf.training.recipes import RECIPES, TrainConfig, augmentation, resolve_config
+from resnet_tf.training.recipes import (
+    RECIPES,
+    TrainConfig,
+    augmentation,
+    keep_run_values,
+    resolve_config,
+)
 
 
 def _printed(capsys, *argv):
@@ -86,3 +92,25 @@ def test_unknown_choices_exit_2_with_one_line(capsys, argv):
         train_cli.main(argv)
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("resnet-train: error: ")
+
+
+def test_cifar_recipe_keeps_the_measured_ema_and_flip_tta():
+    resolved = resolve_config(TrainConfig(), "cifar", 32)
+    assert (resolved["ema"], resolved["tta"]) == (0.999, "flip")
+    # The EMA does not span --freeze-epochs' two phases: the recipe's is dropped there.
+    assert resolve_config(TrainConfig(freeze_epochs=2), "cifar", 32)["ema"] == 0.0
+    assert resolve_config(TrainConfig(), "imagenet", 224)["ema"] == 0.0
+
+
+def test_resumed_runs_keep_the_values_of_defaults_that_changed():
+    config = TrainConfig()
+    resolved = resolve_config(config, "cifar", 32)
+    assert keep_run_values(config, resolved, None) == resolved
+    before_toolbox = {"config": {"epochs": 40}}  # no ema or tta: the old defaults
+    kept = keep_run_values(config, resolved, before_toolbox)
+    assert (kept["ema"], kept["tta"]) == (0.0, "none")
+    stored = {"config": {"ema": 0.0, "tta": "none"}}
+    assert keep_run_values(config, resolved, stored)["ema"] == 0.0
+    # A flag given now is the user's choice (and a difference the run folder refuses).
+    flagged = TrainConfig(ema=0.9)
+    assert keep_run_values(flagged, resolve_config(flagged, "cifar", 32), stored)["ema"] == 0.9
