@@ -64,8 +64,8 @@ CHOICES = {
         _DEFAULTS,
         source="measured by benchmarks/cpu_configs.py on an AVX2-only CPU emulated on a 2-core "
                "AMD EPYC (Zen 4; ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2), quiet: "
-               "TensorFlow's defaults; oneDNN off ran ResNet-20 at 0.45x, intra-op 1 at 0.9x, "
-               "XLA at 0.7x (benchmarks/results/CPU_CONFIGS.md). Issue 15's single probes on a "
+               "TensorFlow's defaults; oneDNN off ran ResNet-20/ResNet-50 at 0.55x/0.49x, XLA at "
+               "0.72x/0.50x, intra-op 1 at 0.87x (benchmarks/results/CPU_CONFIGS.md). Issue 15's single probes on a "
                "real AVX2 EPYC (oneDNN off +8-20 %) were not reproduced; rerun "
                "benchmarks/cpu_configs.py on such a machine",
     ),
