@@ -45,7 +45,7 @@ import time
 import report
 import run
 from report import BF16, MODEL_TITLE
-from run import CACHE, HERE, MODES, TRAIN_BATCH, TRAIN_MODELS, Worker, log, median
+from run import CACHE, HERE, MODES, TRAIN_BATCH, TRAIN_MODELS, log, median
 
 OUT = os.path.join(HERE, "results", "CPU_CONFIGS.md")
 TITLE = "TensorFlow CPU settings for training, side by side"
@@ -111,17 +111,8 @@ def faster_torch(rows):
 
 def start(items, log_dir):
     """Workers for [(label, (spec, env))], two setting up at a time; failures dropped."""
-    workers, running, pending = {}, [], list(items)
-    while pending or running:
-        while pending and len(running) < 2:
-            label, (spec, env) = pending.pop(0)
-            running.append(Worker(label, spec, log_dir, env))
-        worker = running.pop(0)
-        if worker.wait_ready():
-            workers[worker.label] = worker
-        else:
-            worker.close()
-    return workers
+    return run.start_workers({label: spec for label, (spec, _) in items}, log_dir, parallel=2,
+                             envs={label: env for label, (_, env) in items})
 
 
 def measure_group(items, log_dir, mode, model):

@@ -102,13 +102,17 @@ class Worker:
                 self.proc.wait()
 
 
-def start_workers(specs, log_dir, parallel, env=None):
-    """Start {label: spec} workers, at most `parallel` setting up at once; the failed are dropped."""
+def start_workers(specs, log_dir, parallel, env=None, envs=None):
+    """Start {label: spec} workers, at most `parallel` setting up at once; the failed are dropped.
+
+    `env` adds variables to every worker's environment, `envs` ({label: env}) to one's.
+    """
     pending, workers, running = list(specs.items()), {}, []
     while pending or running:
         while pending and len(running) < parallel:
             label, spec = pending.pop(0)
-            running.append(Worker(label, spec, log_dir, env))
+            running.append(Worker(label, spec, log_dir, {**(env or {}),
+                                                         **(envs or {}).get(label, {})}))
         worker = running.pop(0)
         if worker.wait_ready():
             workers[worker.label] = worker

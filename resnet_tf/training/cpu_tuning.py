@@ -247,7 +247,9 @@ def describe_cpu_config(config, environ=None):
     if config.get("threads_not_applied"):
         line += "; thread counts not applied (TensorFlow was already running)"
     overridden = config["reason"].partition("; overridden: ")[2]
-    cap = environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA")
+    from resnet_tf.training.distribute import onednn_isa_cap
+
+    cap = onednn_isa_cap(environ)
     kind = config["kind"] + (f" with ONEDNN_MAX_CPU_ISA={cap}" if cap else "")
     return (f"{line} (CPU kind {kind}: {config['source'].split(': ')[0]}"
             + (f"; overridden: {overridden}" if overridden else "") + ")")
