@@ -16,7 +16,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import keras
 import numpy as np
@@ -236,12 +235,12 @@ def test_hash_mismatch_is_one_line_and_leaves_nothing(keras_home, server, monkey
 
 
 def test_offline_fails_fast_with_one_sentence(keras_home, monkeypatch):
-    monkeypatch.setattr(socket, "getaddrinfo", _no_dns)
+    lookups = []
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: lookups.append(a) or _no_dns())
     timeout = socket.getdefaulttimeout()
-    start = time.monotonic()
     with pytest.raises(WeightsDownloadError) as error:
         resolve_weights("torchvision:IMAGENET1K_V2", depth=50)
-    assert time.monotonic() - start < 5
+    assert len(lookups) == 1  # one try, no retries with back-off
     message = str(error.value)
     assert message.startswith(
         "The weights torchvision:resnet50.IMAGENET1K_V2 are not in the Keras cache "
@@ -266,13 +265,12 @@ def test_stalled_download_times_out(keras_home, monkeypatch):
         WEIGHTS[name], url=f"http://127.0.0.1:{silent.getsockname()[1]}/model.safetensors"))
     monkeypatch.setattr(registry, "socket_timeout",
                         functools.partial(files.socket_timeout, 0.5))
-    start = time.monotonic()
     try:
-        with pytest.raises(WeightsDownloadError):
+        with pytest.raises(WeightsDownloadError) as error:
             resolve_weights(name)
     finally:
         silent.close()
-    assert time.monotonic() - start < 5
+    assert "timed out" in str(error.value)
     assert os.listdir(keras_home / "models") == []
 
 
