@@ -142,22 +142,30 @@ def is_chief(strategy):
     return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
-def work_around_keras_multi_worker(model, strategy, dataset):
-    """Two Keras 3 fit bugs under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+def work_around_keras_distributed_fit(model, strategy, dataset):
+    """Two Keras 3 fit/evaluate bugs under a strategy with more than one replica.
 
-    1. fit builds metrics and the optimizer from a first batch that it reduces across
-       replicas, which fails ("Attempt to convert a value (PerReplica...)"). Building
-       from the dataset's element spec needs no data, and fit then has nothing to build.
-    2. Each step's metric results, scalars, are reduced with `axis=0` ("Invalid
-       reduction dimension 0 for input with 0 dimensions"); they are averaged over the
-       workers here instead.
-    Both touch Keras internals, so they apply to multi-worker runs only.
+    1. fit and evaluate build metrics and the optimizer from a first batch that they
+       reduce across replicas (`_maybe_symbolic_build`). That fails when the first batch
+       does not split evenly (MirroredStrategy: "Inputs to operation AddN ... must have
+       the same size and shape", e.g. 3 validation images on 2 replicas) and always under
+       MultiWorkerMirroredStrategy ("Attempt to convert a value (PerReplica...)",
+       keras-team/keras#20585). Building from the dataset's element spec needs no data,
+       and fit/evaluate then have nothing to build.
+    2. Multi-worker only: each step's metric results, scalars, are reduced with `axis=0`
+       ("Invalid reduction dimension 0 for input with 0 dimensions"); they are averaged
+       over the workers here instead.
+    Both touch Keras internals, so they apply only where a strategy has several replicas.
     """
     from keras.src.backend.tensorflow import trainer as tf_trainer
 
+    if strategy.num_replicas_in_sync < 2:
+        return
     with strategy.scope():
         model._symbolic_build(data_batch=dataset.element_spec)
     model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    if not tf_trainer._collective_all_reduce_multi_worker(strategy):
+        return
 
     original = tf_trainer.reduce_per_replica
     if getattr(original, "_resnet_tf_patch", False):

@@ -40,7 +40,7 @@ from resnet_tf.training.distribute import (
     resolve_precision,
     strategy_name,
     visible_gpus,
-    work_around_keras_multi_worker,
+    work_around_keras_distributed_fit,
 )
 from resnet_tf.training.finetune import (
     CLASSIFIER,
@@ -172,8 +172,7 @@ def train(config, options=RunOptions()):
     for phase in _phases(resolved, run, peak_lr, config.batch_size, model):
         with strategy.scope():
             _compile(model, resolved, data, phase, options)
-        if multi_worker:
-            work_around_keras_multi_worker(model, strategy, train_ds)
+        work_around_keras_distributed_fit(model, strategy, train_ds)
         phase_backup = backup if phase.backup is None else os.path.join(backup, phase.backup)
         fit_callbacks = [c if not isinstance(c, AtomicBackupAndRestore)
                          else AtomicBackupAndRestore(phase_backup, delete_checkpoint=False)
