@@ -215,25 +215,6 @@ def _x(value):
     return "-" if value is None else f"{value:.2f}x"
 
 
-def _aten_capability(cap):
-    return "avx512" if cap.startswith(("AVX512", "AVX10")) else "avx2" if "AVX2" in cap else "default"
-
-
-def emulate_isa_cap():
-    """ONEDNN_MAX_CPU_ISA, when set, emulates an older CPU for oneDNN (TensorFlow and
-    PyTorch); PyTorch's own ATen kernels get the matching ATEN_CPU_CAPABILITY so that both
-    sides are capped alike. Returns the cap (None without one)."""
-    from resnet_tf.training.distribute import onednn_isa_cap
-
-    cap = onednn_isa_cap()
-    if cap:
-        os.environ["ONEDNN_MAX_CPU_ISA"] = cap  # workers inherit both
-        os.environ.setdefault("ATEN_CPU_CAPABILITY", _aten_capability(cap))
-        log(f"emulating: ONEDNN_MAX_CPU_ISA={cap} "
-            f"ATEN_CPU_CAPABILITY={os.environ['ATEN_CPU_CAPABILITY']}")
-    return cap
-
-
 def render(results):
     m = results["machine"]
     lines = [
@@ -247,7 +228,7 @@ def render(results):
         "",
         f"- lscpu model name: {m['cpu']}",
         *([f"- **emulated**: ONEDNN_MAX_CPU_ISA={results['isa_cap']} and ATEN_CPU_CAPABILITY="
-           f"{_aten_capability(results['isa_cap'])}, so TensorFlow's and PyTorch's kernels use "
+           f"{run.aten_capability(results['isa_cap'])}, so TensorFlow's and PyTorch's kernels use "
            "no instructions above that level; the flags below are the ones left"]
           if results.get("isa_cap") else []),
         f"- CPU flags that matter here: {' '.join(results['flags_shown']) or 'none'} "
@@ -405,7 +386,7 @@ def main(argv=None):
     bad = [m for m in models if m not in TRAIN_MODELS]
     if bad:
         parser.error(f"--models: unknown {bad}; expected some of {', '.join(TRAIN_MODELS)}")
-    cap = emulate_isa_cap()
+    cap = run.emulate_isa_cap()
     machine = run.machine()
     from resnet_tf.training.distribute import _cpu_flags
 

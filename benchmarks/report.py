@@ -92,9 +92,11 @@ def train_section(results):
 
 def flops_section(results):
     gemm = results.get("gemm") or {}
+    amx = bool(results["machine"].get("amx"))  # the AMX peak means nothing elsewhere
     lines = ["| network | precision | forward GFLOP/img | training TFLOP/s (3x forward) | "
-             f"of the issue's {AMX_PEAK_TFLOPS} TFLOP/s AMX peak | of this run's TF GEMM ceiling |",
-             "|---|---|---|---|---|---|"]
+             + (f"of the issue's {AMX_PEAK_TFLOPS} TFLOP/s AMX peak | " if amx else "")
+             + "of this run's TF GEMM ceiling |",
+             "|---|---|---|---|" + ("---|" if amx else "") + "---|"]
     for r in results.get("train") or []:
         if not r["label"].startswith("resnet_tf") or not r.get("fwd_flops"):
             continue
@@ -102,8 +104,8 @@ def flops_section(results):
         tflops = 3 * r["fwd_flops"] * r["img_s"] / 1e12
         ceiling = gemm.get("tensorflow bfloat16" if precision == BF16 else "tensorflow float32")
         lines.append(f"| {MODEL_TITLE[r['model']]} | {precision} | {r['fwd_flops'] / 1e9:.2f} | "
-                     f"{tflops:.3f} | {pct(tflops / AMX_PEAK_TFLOPS)} | "
-                     f"{pct(tflops * 1e3 / ceiling) if ceiling else '-'} |")
+                     f"{tflops:.3f} | " + (f"{pct(tflops / AMX_PEAK_TFLOPS)} | " if amx else "")
+                     + f"{pct(tflops * 1e3 / ceiling) if ceiling else '-'} |")
     if gemm:
         lines += ["", "GEMM ceiling (2048x2048x2048 matmul, best repeat, 2 threads): "
                   + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in gemm.items()) + "."]
@@ -342,6 +344,9 @@ def render(results, mode_name, mode, seconds):
         f"model {m.get('model', '?')}), {m['cores']} cores, {m['memory_gb']} GiB",
         f"- flags: {' '.join(m['fast_flags'] + (['avx2'] if m.get('avx2') else [])) or '-'}; "
         f"AMX: {'yes' if m['amx'] else '**no**'}; machine kind: {m.get('kind', '?')}",
+        *([f"- **emulated**: ONEDNN_MAX_CPU_ISA={m['isa_cap']} (PyTorch: ATEN_CPU_CAPABILITY="
+           f"{m.get('aten_capability', '?')}); the flags above are the CPU's own, which the "
+           "kernels did not use beyond the cap"] if m.get("isa_cap") else []),
         "- " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
         + f"; oneDNN: {m['onednn']}; auto precision: {results.get('auto')}",
         f"- 1-min load average: {results['load_start']:.1f} at the start, "
@@ -352,7 +357,7 @@ def render(results, mode_name, mode, seconds):
     if results.get("train"):
         lines += ["", "## 1. Training throughput, img/s (forward + backward + SGD momentum)", "",
                   "Keras: `compile(jit_compile=False)` + `train_on_batch` on in-memory tensors "
-                  "(sparse cross-entropy). PyTorch 2.13: same architecture (parameter counts in "
+                  f"(sparse cross-entropy). PyTorch {m['versions'].get('torch', '')}: same architecture (parameter counts in "
                   "the last column), channels_last, bf16 via `torch.autocast`, "
                   "`torch.set_num_threads(2)`, and 1 thread as a check of the load's effect.", ""]
         lines += train_section(results)

@@ -444,13 +444,33 @@ def write_report(out, results, text):
     """Writes `text` to `out`; the shared results file gets it as its machine kind's section."""
     if os.path.abspath(out) == RESULTS_MD:
         m = results["machine"]
-        kind = m.get("kind", "?")
+        kind = m.get("kind", "?") + (f" (emulated: ONEDNN_MAX_CPU_ISA={m['isa_cap']})"
+                                     if m.get("isa_cap") else "")
         text = report.merge_machine_section(
             out, RESULTS_TITLE, RESULTS_PREAMBLE, kind,
             f"{m['cpu']}, {m['cores']} cores.\n\n" + report.demote(text), order=m.get("kinds", ()))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         f.write(text)
+
+
+def aten_capability(cap):
+    return "avx512" if cap.startswith(("AVX512", "AVX10")) else "avx2" if "AVX2" in cap else "default"
+
+
+def emulate_isa_cap():
+    """ONEDNN_MAX_CPU_ISA, when set, emulates an older CPU for oneDNN (TensorFlow and
+    PyTorch); PyTorch's own ATen kernels get the matching ATEN_CPU_CAPABILITY so that both
+    sides are capped alike. Returns the cap (None without one)."""
+    from resnet_tf.training.distribute import onednn_isa_cap
+
+    cap = onednn_isa_cap()
+    if cap:
+        os.environ["ONEDNN_MAX_CPU_ISA"] = cap  # workers inherit both
+        os.environ.setdefault("ATEN_CPU_CAPABILITY", aten_capability(cap))
+        log(f"emulating: ONEDNN_MAX_CPU_ISA={cap} "
+            f"ATEN_CPU_CAPABILITY={os.environ['ATEN_CPU_CAPABILITY']}")
+    return cap
 
 
 def machine():
@@ -488,6 +508,9 @@ def machine():
     info["versions"] = found
     info["versions"]["python"] = platform.python_version()
     info["onednn"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")
+    # An emulated kind (ONEDNN_MAX_CPU_ISA) gets a section of its own beside a real machine's.
+    info["isa_cap"] = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    info["aten_capability"] = os.environ.get("ATEN_CPU_CAPABILITY")
     return info
 
 
@@ -533,6 +556,7 @@ def main(argv=None):
     out = args.out or (RESULTS_MD if mode_name == "full" and complete
                        else os.path.join(log_dir, f"RESULTS-{mode_name}.md"))
     start = time.time()
+    emulate_isa_cap()
     results = dict(date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), machine=machine(),
                    load_start=os.getloadavg()[0], train_ratios={}, infer_ratios={})
     results["auto"] = results["machine"].pop("auto")
