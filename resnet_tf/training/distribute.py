@@ -136,10 +136,28 @@ def is_chief(strategy):
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.task_type:
         return True
-    if resolver.task_type == "chief":
+    return _chief(resolver.task_type, resolver.task_id, resolver.cluster_spec().as_dict())
+
+
+def tf_config_is_chief(tf_config=None):
+    """`is_chief` read from `TF_CONFIG` alone, before any strategy exists (the run's lock
+    is taken first); without `TF_CONFIG`, or with one that is not JSON, True."""
+    import json
+
+    text = os.environ.get("TF_CONFIG") if tf_config is None else tf_config
+    try:
+        parsed = json.loads(text or "{}")
+        task = parsed.get("task") or {}
+        return _chief(task.get("type"), int(task.get("index", 0)), parsed.get("cluster") or {})
+    except (ValueError, TypeError, AttributeError):
+        return True  # make_strategy reports a malformed TF_CONFIG
+
+
+def _chief(task_type, task_id, cluster):
+    """The chief, or worker 0 of a cluster without one, writes the run's files."""
+    if not task_type or task_type == "chief":
         return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+    return task_type == "worker" and task_id == 0 and "chief" not in cluster
 
 
 def work_around_keras_distributed_fit(model, strategy, dataset):

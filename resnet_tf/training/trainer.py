@@ -39,6 +39,7 @@ from resnet_tf.training.distribute import (
     make_strategy,
     resolve_precision,
     strategy_name,
+    tf_config_is_chief,
     visible_gpus,
     work_around_keras_distributed_fit,
 )
@@ -121,7 +122,6 @@ def train(config, options=RunOptions()):
         if done is not None:
             return done
     chief = is_chief(strategy)
-    multi_worker = strategy_name(strategy) == "MultiWorkerMirroredStrategy"
     if chief and options.overwrite:
         run.clear()
     elif chief:
@@ -313,8 +313,9 @@ def _prepare_run(run, config, options, resolved=None):
     """Takes the run's lock, refuses a conflicting directory, makes sure it is writable,
     cleans what a killed run left behind; returns the metrics if the run is complete."""
     run.check_writable()
-    run.lock()
-    run.remove_debris()
+    if tf_config_is_chief():  # other workers of a multi-worker run write their backups only
+        run.lock()
+        run.remove_debris()
     old = run.read_config()
     if not options.overwrite:
         if old is not None and resolved is None:

@@ -451,6 +451,27 @@ def test_mirrored_strategy_over_two_cpu_devices_matches_one_device(single_and_mi
     _assert_close_to_single_device(single[0], mirrored[0])
 
 
+@pytest.mark.parametrize("tf_config, chief", [
+    (None, True),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 0}}', True),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 1}}', False),
+    ('{"cluster": {"chief": ["c:0"], "worker": ["a:1"]}, "task": {"type": "worker", '
+     '"index": 0}}', False),
+    ('{"cluster": {"chief": ["c:0"], "worker": ["a:1"]}, "task": {"type": "chief", '
+     '"index": 0}}', True),
+])
+def test_only_the_chief_of_a_multi_worker_run_takes_the_run_lock(monkeypatch, tf_config, chief):
+    # Every worker of a run shares its --out; the chief writes it and holds its lock, the
+    # others write their own backups (they used to stop at "in use by process ...").
+    from resnet_tf.training.distribute import tf_config_is_chief
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    assert tf_config_is_chief() is chief
+
+
 def _free_ports(count):
     sockets = [socket.socket() for _ in range(count)]
     for s in sockets:
