@@ -165,6 +165,7 @@ def clean_notebooks_dir():
     assert _files(NOTEBOOKS) == before
 
 
+@pytest.mark.slow  # ~30 s of training in a kernel; sync and output checks stay in the default run
 def test_quickstart_trains_and_evaluates(kernel_env, clean_notebooks_dir):
     text = _execute("01_quickstart.ipynb")
     assert re.search(r"ResNet-50\s+25,557,032\s", text)  # torchvision's count
@@ -184,6 +185,7 @@ def test_transfer_learning_improves_on_the_new_head(kernel_env, clean_notebooks_
     assert fine_tuned > 0.5
 
 
+@pytest.mark.slow  # ~30 s; the export itself is tested in tests/export
 def test_export_and_serve_matches_keras(kernel_env, clean_notebooks_dir):
     text = _execute("03_export_and_serve.ipynb")
     assert _number(r"Largest difference, SavedModel vs Keras: (\S+)", text) < 1e-4

@@ -173,6 +173,7 @@ def test_grad_cam_names_the_backend_it_needs(trained, held_out, monkeypatch):
         grad_cam(trained, held_out[1][:1])
 
 
+@pytest.mark.slow  # ~35 s to build keras.applications' ResNet-50
 def test_grad_cam_on_keras_applications_resnet50():
     keras.utils.set_random_seed(0)
     model = keras.applications.ResNet50(weights=None, input_shape=(64, 64, 3), classes=5)

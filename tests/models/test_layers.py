@@ -538,6 +538,7 @@ _TORCH_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a PyTorch-backend subprocess; test_networks checks that backend's outputs
 def test_build_resnet_trains_on_torch_backend():
     pytest.importorskip("torch", reason="torch is not installed (pip install torch==2.13.0)")
     env = {

@@ -33,6 +33,10 @@ NETWORKS = [(depth, {}) for depth in SPECS] + [
     (20, {"stochastic_depth_rate": 0.1}),
 ]
 _SLOW = {152, 200, 1001, 164, 110, 101}
+# Also slow: the costliest of the rest, whose blocks the default run builds at other depths
+# (and whose numbers test_torch_weights checks against torchvision and timm).
+_SLOW_IDS = {"32", "34", "50-variant=v2", "50-variant=d", "50-groups=32-width_per_group=4",
+             "50-width_multiplier=2"}
 
 
 def _id(network):
@@ -41,7 +45,8 @@ def _id(network):
 
 
 def _params(networks):
-    return [pytest.param(n, id=_id(n), marks=[pytest.mark.slow] if n[0] in _SLOW else [])
+    return [pytest.param(n, id=_id(n), marks=[pytest.mark.slow]
+                         if n[0] in _SLOW or _id(n) in _SLOW_IDS else [])
             for n in networks]
 
 

@@ -403,6 +403,7 @@ def test_file_that_is_no_weights_file(tmp_path):
         build_resnet(20, weights=path)
 
 
+@pytest.mark.slow  # ~20 s: export and serve a ResNet-50
 def test_keras_applications_weights_served_from_jpeg_bytes_match_tf_keras(legacy, classifier,
                                                                        tmp_path):
     """Issue 12: the caffe preprocessing travels with the weights into the SavedModel."""

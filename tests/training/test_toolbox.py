@@ -1,6 +1,7 @@
 """Issue 13: the toolbox flags reach the model, the optimizer and the run folder, and a
 run killed after an epoch resumes with its EMA weights and optimizer state intact."""
 
+import concurrent.futures
 import json
 
 import keras
@@ -52,9 +53,12 @@ def test_resume_restores_ema_and_optimizer_state(image_folder_factory, tmp_path)
     args = ["--data-dir", images, "--epochs", "3", "--batch-size", "30", "--val-split", "0.1",
             "--augment", "none", "--ema", "0.5", "--deterministic", "--precision", "float32",
             "--no-export"]
-    whole = run_train(*args, "--out", tmp_path / "whole")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:  # two independent processes
+        whole = pool.submit(run_train, *args, "--out", tmp_path / "whole")
+        killed = pool.submit(run_train, *args, "--out", tmp_path / "resumed",
+                             RESNET_TF_KILL_AT="start of epoch 2")
+        whole, killed = whole.result(), killed.result()
     assert whole.returncode == 0, whole.stderr[-3000:]
-    killed = run_train(*args, "--out", tmp_path / "resumed", RESNET_TF_KILL_AT="start of epoch 2")
     assert killed.returncode == -9
     resumed = run_train(*args, "--out", tmp_path / "resumed")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
