@@ -290,7 +290,7 @@ def render(results):
         lines += report.profile_section({"profiles": {
             f"{MODEL_TITLE[p['model']]} | {label}": s for label, s in p["summaries"].items()}})
     lines += ["", "### The choice for this machine kind", "", "```python",
-              f"CHOICES[{results['kind'].split(' (')[0]!r}] = {results['choice']!r}", "```", "",
+              f"CHOICES[{results['kind']!r}] = {results['choice']!r}", "```", "",
               results["choice_note"]]
     return "\n".join(lines) + "\n"
 
@@ -400,9 +400,7 @@ def main(argv=None):
     begin = time.time()
     shown = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile")
     results = dict(date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), machine=machine,
-                   # An emulated kind gets a section of its own beside a real machine's.
-                   kind=machine.get("kind", "?") + (f" (emulated: ONEDNN_MAX_CPU_ISA={cap})"
-                                                    if cap else ""),
+                   kind=machine.get("kind", "?"),
                    load_start=os.getloadavg()[0],
                    flags_shown=[f for f in shown if f in flags],
                    flags_absent=[f for f in shown if f not in flags],
@@ -492,11 +490,12 @@ def joined(paths):
 
 def write(results, out, quick=False):
     body = render(results)
+    section = run.section_kind(results["kind"], results.get("isa_cap"))
     if os.path.abspath(out) == OUT and not quick:
-        text = report.merge_machine_section(out, TITLE, PREAMBLE, results["kind"], body,
+        text = report.merge_machine_section(out, TITLE, PREAMBLE, section, body,
                                             order=results["machine"].get("kinds", ()))
     else:
-        text = f"# {TITLE}\n\n## Machine kind: {results['kind']}\n\n{body}"
+        text = f"# {TITLE}\n\n## Machine kind: {section}\n\n{body}"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         f.write(text)

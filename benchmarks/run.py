@@ -444,14 +444,18 @@ def write_report(out, results, text):
     """Writes `text` to `out`; the shared results file gets it as its machine kind's section."""
     if os.path.abspath(out) == RESULTS_MD:
         m = results["machine"]
-        kind = m.get("kind", "?") + (f" (emulated: ONEDNN_MAX_CPU_ISA={m['isa_cap']})"
-                                     if m.get("isa_cap") else "")
         text = report.merge_machine_section(
-            out, RESULTS_TITLE, RESULTS_PREAMBLE, kind,
+            out, RESULTS_TITLE, RESULTS_PREAMBLE, section_kind(m.get("kind", "?"), m.get("isa_cap")),
             f"{m['cpu']}, {m['cores']} cores.\n\n" + report.demote(text), order=m.get("kinds", ()))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
         f.write(text)
+
+
+def section_kind(kind, isa_cap):
+    """The results section of a machine kind; an emulated one (ONEDNN_MAX_CPU_ISA) gets its
+    own beside a real machine's."""
+    return kind + (f" (emulated: ONEDNN_MAX_CPU_ISA={isa_cap})" if isa_cap else "")
 
 
 def aten_capability(cap):
@@ -508,7 +512,6 @@ def machine():
     info["versions"] = found
     info["versions"]["python"] = platform.python_version()
     info["onednn"] = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on)")
-    # An emulated kind (ONEDNN_MAX_CPU_ISA) gets a section of its own beside a real machine's.
     info["isa_cap"] = os.environ.get("ONEDNN_MAX_CPU_ISA")
     info["aten_capability"] = os.environ.get("ATEN_CPU_CAPABILITY")
     return info

@@ -139,14 +139,13 @@ def is_chief(strategy):
     return _chief(resolver.task_type, resolver.task_id, resolver.cluster_spec().as_dict())
 
 
-def tf_config_is_chief(tf_config=None):
+def tf_config_is_chief():
     """`is_chief` read from `TF_CONFIG` alone, before any strategy exists (the run's lock
     is taken first); without `TF_CONFIG`, or with one that is not JSON, True."""
     import json
 
-    text = os.environ.get("TF_CONFIG") if tf_config is None else tf_config
     try:
-        parsed = json.loads(text or "{}")
+        parsed = json.loads(os.environ.get("TF_CONFIG") or "{}")
         task = parsed.get("task") or {}
         return _chief(task.get("type"), int(task.get("index", 0)), parsed.get("cluster") or {})
     except (ValueError, TypeError, AttributeError):

@@ -320,9 +320,8 @@ def _prepare_run(run, config, options, resolved=None):
     if not options.overwrite:
         if old is not None and resolved is None:
             stored = old["config"]
-            resolved = resolve_config(config, stored["preset"],
-                                      config.image_size or stored["image_size"])
-        resolved = keep_run_values(config, resolved, old)
+            resolved = keep_run_values(config, resolve_config(
+                config, stored["preset"], config.image_size or stored["image_size"]), old)
         if run.check(resolved, old):
             print(f"Run {run.path} is already complete ({resolved['epochs']} epochs); "
                   "nothing to do. Pass --overwrite to train it again.", flush=True)
