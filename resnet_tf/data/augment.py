@@ -16,18 +16,19 @@ The pixel operations are Keras' own layers (`keras.layers.RandomShear`, ...,
 batch's own `[2]` seed, so that the same seed gives the same batch even from a parallel
 `map` (each layer's built-in seed generator is a variable that parallel calls race on:
 two runs of `keras.layers.MixUp(seed=1)` in a `map(num_parallel_calls=AUTOTUNE)` differ,
-sequential ones agree). What is not Keras' and why (measured on this 2-core CPU, batches
-of 128 CIFAR images; `benchmarks/pipeline_overhead.py`):
+sequential ones agree). What is not Keras' and why (measured on a 2-core EPYC, batches
+of 128 CIFAR images; `benchmarks/pipeline_overhead.py`, results in
+`benchmarks/results/PIPELINE.md`):
 
 - RandAugment: `keras.layers.RandAugment` applies all 11 operations twice to every batch
-  and keeps the chosen one with `where`: 0.94 CPU ms per image on top of the basic
-  pipeline, 40 % of what ResNet-20 itself takes to train (2.3 ms), and 190-620 img/s from
-  the pipeline alone, slower than the model trains (850 img/s): input-bound. It also
-  picks the operations once per batch rather than per image, and with its default
-  `factor=0.5` rotates by 0 to +180 degrees, translates by 0 to +50 % in one direction
-  only and only brightens. `RandAugment` below picks 2 operations per image, runs each
-  operation on just the images that drew it (0.07 CPU ms per image, 13 x less; 9,000
-  img/s alone) and draws symmetric strengths at half of torchvision's maxima.
+  and keeps the chosen one with `where`: 1.12 CPU ms per image on top of the basic
+  pipeline, 41 % of what ResNet-20 itself takes to train (2.74 ms), about 30 % overhead
+  when both share the cores. It also picks the operations once per batch rather than
+  per image, and with its default `factor=0.5` rotates by 0 to +180 degrees, translates
+  by 0 to +50 % in one direction only and only brightens. `RandAugment` below picks 2
+  operations per image, runs each operation on just the images that drew it (0.087 CPU
+  ms per image, 13 x less; 4.8 % overhead) and draws symmetric strengths at half of
+  torchvision's maxima.
 - AugMix: `keras.layers.AugMix` draws its chains with Python's `random.choice`, which
   inside `tf.data` runs once, at tracing: every batch of the whole run gets the same
   operation chain (9 draws for 32 batches). `AugMix` below draws the chains, depths
