@@ -148,18 +148,25 @@ def test_divergence_stops_without_export_and_keeps_the_run_resumable(images, tmp
     assert json.loads((out / "config.json").read_text())["status"] == "running"
 
 
+def _sigint_as_in_a_terminal():
+    # A job started in the background of a non-interactive shell (`cmd &`, as CI may
+    # run pytest) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt
+    # handler: Ctrl-C in a terminal reaches a command with SIGINT at its default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_says_how_to_resume(images, tmp_path):
     process = subprocess.Popen([sys.executable, TRAIN, "--data-dir", images, *FAST,
                                 "--epochs", "50", "--out", str(tmp_path / "run")],
                                env=train_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True, preexec_fn=_sigint_as_in_a_terminal)
     deadline = time.monotonic() + 180
     while not (tmp_path / "run" / "history.csv").exists():
         assert time.monotonic() < deadline and process.poll() is None
         time.sleep(0.2)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130
+    assert process.returncode == 130, stderr[-3000:]
     assert "interrupted; rerun the same command to resume" in stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
 
