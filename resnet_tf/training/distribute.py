@@ -3,6 +3,7 @@
 TensorFlow-only, like the rest of the trainer; the model code never imports it.
 """
 
+import json
 import os
 
 import keras
@@ -142,8 +143,6 @@ def is_chief(strategy):
 def tf_config_is_chief():
     """`is_chief` read from `TF_CONFIG` alone, before any strategy exists (the run's lock
     is taken first); without `TF_CONFIG`, or with one that is not JSON, True."""
-    import json
-
     try:
         parsed = json.loads(os.environ.get("TF_CONFIG") or "{}")
         task = parsed.get("task") or {}
