@@ -210,6 +210,14 @@ class RunDirectory:
                                                                           dpi=100))
 
 
+def hold_out_seed(config):
+    """The seed that drew a run's validation hold-out, from its resolved config (a dict).
+
+    Before `--split-seed` existed, `--seed` drew the hold-out as well.
+    """
+    return config.get("split_seed", config.get("seed", 0))
+
+
 def settings_beside(model_path):
     """The resolved training config of the run a model file belongs to, or {}.
 

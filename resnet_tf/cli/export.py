@@ -16,7 +16,7 @@ from resnet_tf.export.tflite import (
     refuse_existing,
     sidecar_path,
 )
-from resnet_tf.runs import settings_beside
+from resnet_tf.runs import hold_out_seed, settings_beside
 
 _PROG = "resnet-export"
 
@@ -125,4 +125,4 @@ def _cli_calibration(source, data_dir, image_size, preset):
     # Hold out the run's validation images, so they stay fit for measuring accuracy.
     val_split = None if config.get("val_dir") else config.get("val_split")
     return calibration_images(data_dir, dataset=dataset, image_size=image_size, preset=preset,
-                              val_split=val_split, seed=config.get("seed", 0))
+                              val_split=val_split, seed=hold_out_seed(config))

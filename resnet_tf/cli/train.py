@@ -161,7 +161,13 @@ def train_parser(prog=None):
                           "(default: %(default)s)")
     run.add_argument("--devices", type=int, help="use the first N GPUs; without GPUs, N > 1 "
                      "splits the CPU into N logical devices (for testing distribution)")
-    run.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    run.add_argument("--seed", type=int, default=0,
+                     help="random seed of the weights, data order and augmentation "
+                          "(default: %(default)s)")
+    run.add_argument("--split-seed", type=int,
+                     help="seed of the validation hold-out drawn when there is no --val-dir "
+                          "(default: 0, whatever --seed is, so runs with other seeds are "
+                          "measured on the same images)")
     run.add_argument("--deterministic", action="store_true",
                      help="reproducible data order, augmentation and ops (slower)")
     run.add_argument("--out", help="run directory (default: runs/resnet<depth>_<dataset>)")

@@ -56,6 +56,7 @@ def load_data(
     image_size=None,
     batch_size=128,
     seed=0,
+    split_seed=None,
     deterministic=False,
     augment=True,
     cache=True,
@@ -77,14 +78,15 @@ def load_data(
         val_dir: optional folder laid out like `data_dir` holding the validation images;
             its class names must equal the training folder's.
         val_split: optional float in (0, 1). Fraction of the training images held out for
-            validation, per class and fixed by `seed`, when no `val_dir` (or, for TFDS, no
-            `validation`/`test` split) exists. `None` or 0: no validation set.
+            validation, per class and fixed by `split_seed`, when no `val_dir` (or, for
+            TFDS, no `validation`/`test` split) exists. `None` or 0: no validation set.
         image_size: optional int. Output height and width; `None` uses the images' own
             size when more than half of them share one square size (the others are resized
             to it, with a warning naming them), else 224.
         batch_size: int. Examples per batch.
-        seed: int. Fixes the validation split, and the shuffle and augmentation when
-            `deterministic`.
+        seed: int. Fixes the shuffle and augmentation when `deterministic`, and the
+            validation split when `split_seed` is None.
+        split_seed: optional int. Fixes the validation split; `None`: `seed`.
         deterministic: bool. Reproducible element order and augmentation, at some speed.
         augment: bool or str, the training augmentation policy (`resnet_tf.data.augment`):
             `"basic"` (= `True`): random crop and flip; `"randaugment"`, `"augmix"`: the
@@ -124,8 +126,9 @@ def load_data(
             f"val_split must be a fraction in [0, 1). Received: val_split={val_split!r}; expected e.g. 0.1."
         )
     val_split = val_split or None
+    split_seed = seed if split_seed is None else split_seed
     if data_dir is not None:
-        splits = _folder_splits(data_dir, val_dir, val_split, seed, cache)
+        splits = _folder_splits(data_dir, val_dir, val_split, split_seed, cache)
     elif dataset == "synthetic":
         return synthetic_data(
             image_size or 32,
@@ -137,7 +140,7 @@ def load_data(
             deterministic,
         )
     else:
-        splits = tfds_splits(dataset, tfds_dir, manual_dir, val_split, seed, cache)
+        splits = tfds_splits(dataset, tfds_dir, manual_dir, val_split, split_seed, cache)
 
     train, val, class_names, native_size, skipped = splits
     image_size = image_size or native_size or _DEFAULT_IMAGE_SIZE
@@ -229,7 +232,7 @@ def _zip_seeds(ds, seed):
     return tf.data.Dataset.zip(ds, seeds)
 
 
-def _folder_splits(data_dir, val_dir, val_split, seed, cache):
+def _folder_splits(data_dir, val_dir, val_split, split_seed, cache):
     files, labels, class_names = list_image_folder(data_dir)
     if len(class_names) < 2:
         raise DataError(
@@ -254,7 +257,7 @@ def _folder_splits(data_dir, val_dir, val_split, seed, cache):
         files, roots = files + val_files, roots + [os.fspath(val_dir)] * len(val_files)
         labels = np.r_[labels, np.asarray(val_labels, np.int32)]
     else:
-        is_val = val_mask(labels, val_split, seed)
+        is_val = val_mask(labels, val_split, split_seed)
 
     sampled, sizes = _sample_sizes(files)
     estimate = np.mean([h * w * 3 for h, w in sizes]) * len(files) if sizes else 0

@@ -131,8 +131,8 @@ def calibration_images(data_dir=None, *, dataset=None, image_size, preset=None, 
     """`count` training images, eval-preprocessed, as float32 `[count, S, S, 3]`.
 
     The images are a seeded random sample of `load_data`'s training split (so with the
-    run's `val_split` and `seed`, never a validation image), without augmentation. Files
-    are streamed, so only about `count` of them are decoded.
+    run's `val_split` and the `seed` of its hold-out, never a validation image), without
+    augmentation. Files are streamed, so only about `count` of them are decoded.
     """
     loaded = load_data(
         dataset or "cifar10", data_dir=data_dir, val_split=val_split, image_size=image_size,

@@ -6,6 +6,7 @@ import os
 
 from resnet_tf.errors import ConfigError, check_choice
 from resnet_tf.models.resnet import DEPTHS
+from resnet_tf.runs import hold_out_seed
 from resnet_tf.schedules import SCHEDULES
 from resnet_tf.training.cpu_tuning import CPU_CONFIGS
 
@@ -83,8 +84,10 @@ RECIPES = {
 
 
 # Recipe values that changed after runs were made with the old ones: a run resumed
-# without the flag keeps its own value (the value here for runs from before the field).
-CHANGED_DEFAULTS = {"ema": 0.0, "tta": "none"}
+# without the flag keeps its own value (the value here, of its stored config, for runs
+# from before the field).
+CHANGED_DEFAULTS = {"ema": lambda stored: 0.0, "tta": lambda stored: "none",
+                    "split_seed": hold_out_seed}
 
 
 def keep_run_values(config, resolved, old):
@@ -93,8 +96,8 @@ def keep_run_values(config, resolved, old):
     if old is None:
         return resolved
     stored = old["config"]
-    return {**resolved, **{k: stored.get(k, before) for k, before in CHANGED_DEFAULTS.items()
-                           if getattr(config, k) is None}}
+    return {**resolved, **{k: stored.get(k, before(stored))
+                           for k, before in CHANGED_DEFAULTS.items() if getattr(config, k) is None}}
 
 
 def default_recipe(preset):
@@ -153,6 +156,7 @@ class TrainConfig:
     tta: str | None = None
     precision: str = "auto"
     seed: int = 0
+    split_seed: int | None = None
     deterministic: bool = False
 
 
@@ -217,9 +221,11 @@ def check_config(config, options=RunOptions()):
     if config.image_size is not None and config.image_size > MAX_IMAGE_SIZE:
         raise ConfigError(f"--image-size is too large. Received: --image-size {config.image_size}; "
                           f"expected at most {MAX_IMAGE_SIZE} pixels.")
-    if not 0 <= config.seed < 2**32:
-        raise ConfigError(f"--seed is out of range. Received: --seed {config.seed}; expected an "
-                          f"integer from 0 to {2**32 - 1}.")
+    for name in ("seed", "split_seed"):
+        value = getattr(config, name)
+        if value is not None and not 0 <= value < 2**32:
+            raise ConfigError(f"--{_flag(name)} is out of range. Received: --{_flag(name)} "
+                              f"{value}; expected an integer from 0 to {2**32 - 1}.")
     floats = ("lr", "wd", "label_smoothing", "val_split", "momentum", "warmup_epochs", "mixup",
               "cutmix", "random_erasing", "ema", "grad_clip", "width_multiplier", "se_ratio",
               "stochastic_depth", "dropout", "finetune_lr")
@@ -309,6 +315,7 @@ def resolve_config(config, preset, image_size):
         data_dir=config.data_dir and os.path.abspath(config.data_dir),
         val_dir=config.val_dir and os.path.abspath(config.val_dir),
         val_split=DEFAULT_VAL_SPLIT if config.val_split is None else config.val_split,
+        split_seed=split_seed(config),
         image_size=image_size,
         preset=preset,
         epochs=epochs,
@@ -330,6 +337,12 @@ def resolve_config(config, preset, image_size):
         milestones=sorted(int(m) for m in milestones),
     )
     return resolved
+
+
+def split_seed(config):
+    """The seed of the validation hold-out: `--split-seed`, else 0 whatever `--seed` is, so
+    that runs with other seeds are measured on the same images."""
+    return 0 if config.split_seed is None else config.split_seed
 
 
 def augmentation(config):

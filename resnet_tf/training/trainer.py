@@ -62,6 +62,7 @@ from resnet_tf.training.recipes import (
     keep_run_values,
     model_kwargs,
     resolve_config,
+    split_seed,
 )
 
 FINETUNE_BACKUP = "finetune"
@@ -107,16 +108,22 @@ def train(config, options=RunOptions()):
 
     if config.weights:
         config = _with_weights_defaults(config)
-    data = load_data(
-        config.dataset, data_dir=config.data_dir, val_dir=config.val_dir,
-        val_split=DEFAULT_VAL_SPLIT if config.val_split is None else config.val_split,
-        image_size=config.image_size, batch_size=config.batch_size, seed=config.seed,
-        deterministic=config.deterministic, tfds_dir=options.tfds_dir,
-        manual_dir=options.manual_dir, **augmentation(config))
+    def load(hold_out_seed):
+        return load_data(
+            config.dataset, data_dir=config.data_dir, val_dir=config.val_dir,
+            val_split=DEFAULT_VAL_SPLIT if config.val_split is None else config.val_split,
+            image_size=config.image_size, batch_size=config.batch_size, seed=config.seed,
+            split_seed=hold_out_seed, deterministic=config.deterministic,
+            tfds_dir=options.tfds_dir, manual_dir=options.manual_dir, **augmentation(config))
+
+    data = load(split_seed(config))
     resolved = resolve_config(config, data.preset, data.image_size)
     run = RunDirectory(out or default_out(resolved["depth"], config))
     if not options.overwrite:
         resolved = keep_run_values(config, resolved, run.read_config())
+        if resolved["split_seed"] != split_seed(config):
+            # A run from before --split-seed, whose --seed drew its hold-out: resumed on it.
+            data = load(resolved["split_seed"])
     if out is None:
         done = _prepare_run(run, config, options, resolved)
         if done is not None:
@@ -426,7 +433,8 @@ def _print_config(c, r, precision_reason, path):
                  f"label smoothing {c['label_smoothing']:g}"),
         ("epochs", f"{c['epochs']}"),
         ("evaluation", "flip test-time augmentation" if c["tta"] == "flip" else "single view"),
-        ("seed", f"{c['seed']}{' (deterministic)' if c['deterministic'] else ''}"),
+        ("seed", f"{c['seed']}{' (deterministic)' if c['deterministic'] else ''}; "
+                 f"split seed {c['split_seed']} (draws the hold-out without --val-dir)"),
         ("run directory", path),
     ]
     print("Configuration:")

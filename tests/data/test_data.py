@@ -317,6 +317,8 @@ def test_val_split_is_stratified_seeded_and_disjoint_from_train(tmp_path):
     val, train = image_ids(first.val), image_ids(first.train)
     assert val == image_ids(again.val)
     assert val != image_ids(other.val)
+    # split_seed fixes the split alone: another seed, the same hold-out.
+    assert image_ids(load_data(**split, seed=1, split_seed=0).val) == val
     assert sorted(val + train) == list(range(20))
     assert sum(v < 10 for v in val) == 2 and sum(v >= 10 for v in val) == 2
 

@@ -114,3 +114,15 @@ def test_resumed_runs_keep_the_values_of_defaults_that_changed():
     # A flag given now is the user's choice (and a difference the run folder refuses).
     flagged = TrainConfig(ema=0.9)
     assert keep_run_values(flagged, resolve_config(flagged, "cifar", 32), stored)["ema"] == 0.9
+
+
+def test_the_hold_out_does_not_move_with_the_seed():
+    # Runs with other --seed values are measured on the same validation images...
+    assert resolve_config(TrainConfig(seed=3), "cifar", 32)["split_seed"] == 0
+    assert resolve_config(TrainConfig(seed=3, split_seed=4), "cifar", 32)["split_seed"] == 4
+    # ...but a run from before --split-seed, whose --seed drew its hold-out, keeps it,
+    config = TrainConfig(seed=3)
+    resolved = resolve_config(config, "cifar", 32)
+    assert keep_run_values(config, resolved, {"config": {"seed": 3}})["split_seed"] == 3
+    assert keep_run_values(config, resolved, {"config": {"seed": 3, "split_seed": 0}})[
+        "split_seed"] == 0

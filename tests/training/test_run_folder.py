@@ -173,6 +173,7 @@ def test_ctrl_c_says_how_to_resume(images, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--seed", "-1"], "--seed is out of range"),
+    (["--split-seed", "-1"], "--split-seed is out of range"),
     pytest.param(["--seed", str(2**70)], "--seed is out of range", marks=pytest.mark.slow),
     (["--image-size", "100000"], "--image-size is too large"),
     pytest.param(["--warmup-epochs", "nan"], "--warmup-epochs must be a finite number",

@@ -208,6 +208,36 @@ def test_different_configuration_is_refused(finished_run, image_dir):
 # --- resuming ------------------------------------------------------------------------------
 
 
+def test_a_run_from_before_split_seed_resumes_on_its_own_hold_out(image_dir, tmp_path,
+                                                                  monkeypatch):
+    """Before --split-seed, --seed drew the hold-out: rerunning such a run's command
+    (`--seed 3`, no --split-seed) must validate on the images it was validated on."""
+    from resnet_tf.training import trainer
+    from resnet_tf.training.recipes import RunOptions, TrainConfig
+
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps(
+        {"config": {"seed": 3, "preset": "cifar", "image_size": 12}, "status": "running"}))
+    seeds, real_load_data = [], trainer.load_data
+
+    class Loaded(Exception):
+        pass
+
+    def load_data(*args, split_seed, **kwargs):
+        seeds.append(split_seed)
+        if len(seeds) == 2:
+            raise Loaded  # what follows is an ordinary resume
+        return real_load_data(*args, split_seed=split_seed, **kwargs)
+
+    monkeypatch.setattr(trainer, "load_data", load_data)
+    monkeypatch.setattr(trainer, "cpu_config_for", lambda options: None)
+    with pytest.raises(Loaded):
+        trainer.train(TrainConfig(data_dir=image_dir, seed=3, epochs=1, batch_size=16),
+                      RunOptions(out=str(out), export=False))
+    assert seeds == [0, 3]
+
+
 @pytest.fixture(scope="module")
 def resumed_run(image_dir, tmp_path_factory):
     """A 4-epoch run killed with SIGKILL once epoch 2 is in history.csv, then rerun."""
