@@ -90,14 +90,21 @@ CHANGED_DEFAULTS = {"ema": lambda stored: 0.0, "tta": lambda stored: "none",
                     "split_seed": hold_out_seed}
 
 
+def stored_config(old):
+    """A run's stored config (`old` is `RunDirectory.read_config()`), with the value the
+    run had for each `CHANGED_DEFAULTS` field added after it was made: a flag given for
+    such a field is then compared with what the run used, not ignored."""
+    stored = old["config"]
+    return {**{k: before(stored) for k, before in CHANGED_DEFAULTS.items()}, **stored}
+
+
 def keep_run_values(config, resolved, old):
     """`resolved` with the stored values of `CHANGED_DEFAULTS` fields not given as flags,
     so that rerunning a run's command resumes it after a recipe default changed."""
     if old is None:
         return resolved
-    stored = old["config"]
-    return {**resolved, **{k: stored.get(k, before(stored))
-                           for k, before in CHANGED_DEFAULTS.items() if getattr(config, k) is None}}
+    stored = stored_config(old)
+    return {**resolved, **{k: stored[k] for k in CHANGED_DEFAULTS if getattr(config, k) is None}}
 
 
 def default_recipe(preset):

@@ -63,6 +63,7 @@ from resnet_tf.training.recipes import (
     model_kwargs,
     resolve_config,
     split_seed,
+    stored_config,
 )
 
 FINETUNE_BACKUP = "finetune"
@@ -324,6 +325,8 @@ def _prepare_run(run, config, options, resolved=None):
         run.lock()
         run.remove_debris()
     old = run.read_config()
+    if old is not None:
+        old = {**old, "config": stored_config(old)}
     if not options.overwrite:
         if old is not None and resolved is None:
             stored = old["config"]

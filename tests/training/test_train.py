@@ -238,6 +238,26 @@ def test_a_run_from_before_split_seed_resumes_on_its_own_hold_out(image_dir, tmp
     assert seeds == [0, 3]
 
 
+@pytest.mark.parametrize("status", ["running", "complete"])
+def test_a_run_from_before_split_seed_refuses_another_hold_out(image_dir, tmp_path, status):
+    """`--split-seed 0` on a run whose `--seed 3` drew its hold-out (before the flag) is a
+    different run: resuming it would validate on images it trained on."""
+    from resnet_tf.errors import ConfigError
+    from resnet_tf.training import trainer
+    from resnet_tf.training.recipes import RunOptions, TrainConfig
+
+    out = tmp_path / "old"
+    out.mkdir()
+    before = json.dumps({"config": {"seed": 3, "depth": 20, "preset": "cifar",
+                                    "image_size": 12}, "status": status})
+    (out / "config.json").write_text(before)
+    with pytest.raises(ConfigError, match=r"split_seed: 3 -> 0\); pass --overwrite"):
+        trainer.train(TrainConfig(data_dir=image_dir, seed=3, split_seed=0, epochs=1,
+                                  batch_size=16, depth=20),
+                      RunOptions(out=str(out), export=False))
+    assert (out / "config.json").read_text() == before
+
+
 @pytest.fixture(scope="module")
 def resumed_run(image_dir, tmp_path_factory):
     """A 4-epoch run killed with SIGKILL once epoch 2 is in history.csv, then rerun."""
