@@ -1,7 +1,6 @@
 """resnet_tf.data: folder listing, decoding, preprocessing, pipelines and every DataError."""
 
 import importlib
-import importlib.util
 import os
 import sys
 import tarfile
