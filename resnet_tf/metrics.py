@@ -6,7 +6,22 @@ command reports, so both agree on every number.
 
 import numpy as np
 
-TTA = ("none", "flip")
+from resnet_tf.models.normalization import MEAN, STD
+
+# Test-time augmentation: each image's scores averaged over these views of it.
+TTA = ("none", "flip", "flip-shift")
+TTA_DESCRIPTIONS = {
+    "none": "single view",
+    "flip": "flip test-time augmentation (2 views)",
+    "flip-shift": "flip and 1-pixel diagonal shifts test-time augmentation (10 views)",
+}
+# "flip-shift": the image and the image moved one pixel along each diagonal, every one with
+# its mirror. The unshifted pair weighs as much as the four shifted pairs together. The
+# uncovered border is black, as in the cifar recipe's padded random crops (the views are
+# crops that recipe trains on).
+_SHIFTS = ((0, 0, 4.0), (-1, -1, 1.0), (1, 1, 1.0), (-1, 1, 1.0), (1, -1, 1.0))
+# Black (pixel value 0) on the models' input scale (`resnet_tf.data.preprocessing.normalize`).
+_BLACK = -np.asarray(MEAN, np.float32) / np.asarray(STD, np.float32)
 
 
 def evaluate_model(model, dataset, class_names, *, top_k=5, tta="none", on_batch=None):
@@ -19,8 +34,11 @@ def evaluate_model(model, dataset, class_names, *, top_k=5, tta="none", on_batch
             Labels are class indices, or one-hot rows.
         class_names: list of str. Index `i` names class `i`.
         top_k: int. The k of the top-k accuracy, reported as `"top5"` for k=5.
-        tta: str. "none", or "flip": average the scores of each image and its mirror
-            image (left-right), as timm's and torchvision's validation scripts offer.
+        tta: str. "none"; "flip": average the scores of each image and its mirror
+            image (left-right), as timm's and torchvision's validation scripts offer;
+            "flip-shift": also of both moved one pixel along each diagonal (10 views,
+            black borders as in the cifar recipe's padded crops; the unshifted pair
+            weighs half). Images are `[B, H, W, 3]` on the models' input scale.
         on_batch: optional callable `(images, labels, scores)` called for every batch
             (labels as class indices), e.g. to keep the most confident errors.
 
@@ -38,10 +56,7 @@ def evaluate_model(model, dataset, class_names, *, top_k=5, tta="none", on_batch
                          f"{', '.join(repr(t) for t in TTA)}.")
     predict = _predict_function(model)
     for images, labels in dataset:
-        scores = np.asarray(predict(images), np.float32)
-        if tta == "flip":
-            mirrored = np.ascontiguousarray(np.asarray(images)[:, :, ::-1])
-            scores = (scores + np.asarray(predict(mirrored), np.float32)) / 2
+        scores = _scores(predict, images, tta)
         labels = np.asarray(labels)
         if labels.ndim == 2:
             labels = labels.argmax(axis=1)
@@ -72,6 +87,31 @@ def evaluate_model(model, dataset, class_names, *, top_k=5, tta="none", on_batch
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def _scores(predict, images, tta):
+    if tta == "none":
+        return np.asarray(predict(images), np.float32)
+    images = np.asarray(images)
+    shifts = _SHIFTS if tta == "flip-shift" else _SHIFTS[:1]
+    total = 0.0
+    for dy, dx, weight in shifts:
+        view = _shifted(images, dy, dx)
+        for each in (view, np.ascontiguousarray(view[:, :, ::-1])):
+            total = total + weight * np.asarray(predict(each), np.float32)
+    return total / (2 * sum(weight for _, _, weight in shifts))
+
+
+def _shifted(images, dy, dx):
+    """`images` moved so that `out[:, i, j] = images[:, i + dy, j + dx]`, black outside."""
+    if (dy, dx) == (0, 0):
+        return images
+    height, width = images.shape[1:3]
+    out = np.empty_like(images)
+    out[...] = _BLACK.astype(images.dtype)
+    out[:, max(-dy, 0):height - max(dy, 0), max(-dx, 0):width - max(dx, 0)] = (
+        images[:, max(dy, 0):height - max(-dy, 0), max(dx, 0):width - max(-dx, 0)])
+    return out
 
 
 def _ratio(numerator, denominator):

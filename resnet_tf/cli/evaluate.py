@@ -48,8 +48,9 @@ def evaluate_parser():
                         help="show each image of errors.png with its Grad-CAM heat map for "
                              "the predicted class (.keras models and run folders)")
     parser.add_argument("--tta", choices=TTA, default="none",
-                        help="flip: average each image with its mirror image (.keras models "
-                             "and run folders; default: none)")
+                        help="flip: average each image's scores with its mirror image's; "
+                             "flip-shift: also with both moved 1 pixel along each diagonal "
+                             "(10 views; .keras models and run folders; default: none)")
     _model_options(parser)
     return parser
 

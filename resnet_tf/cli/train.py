@@ -37,6 +37,7 @@ def _probability(text):
 
 
 def train_parser(prog=None):
+    from resnet_tf.metrics import TTA
     from resnet_tf.models.blocks import VARIANTS
     from resnet_tf.models.resnet import STEMS
     from resnet_tf.schedules import SCHEDULES
@@ -47,7 +48,6 @@ def train_parser(prog=None):
         OPTIMIZERS,
         PRECISIONS,
         RECIPES,
-        TTAS,
     )
 
     parser = argparse.ArgumentParser(
@@ -152,9 +152,10 @@ def train_parser(prog=None):
                           "(default: 50%%,75%% (CIFAR) or 33%%,67%%,89%% of --epochs)")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--tta", choices=TTAS,
-                     help="test-time augmentation of the final evaluation; metrics.json also "
-                          "keeps the single-view figures (default: recipe)")
+    run.add_argument("--tta", choices=TTA,
+                     help="test-time augmentation of the final evaluation: flip (2 views) or "
+                          "flip-shift (flip and 1-pixel diagonal shifts, 10 views); "
+                          "metrics.json also keeps the single-view figures (default: recipe)")
     run.add_argument("--precision", choices=PRECISIONS, default="auto",
                      help="auto: mixed_float16 on GPUs of compute capability 7.0+, "
                           "mixed_bfloat16 on CPUs with AMX/AVX512-BF16, else float32 "

@@ -150,8 +150,9 @@ def evaluate(classifier, *, data_dir=None, dataset=None, split="test", tfds_dir=
              batch_size=64, tta="none", errors=None):
     """`metrics.evaluate_model` on an image folder or a TFDS split.
 
-    `tta="flip"` averages each image's scores with its mirror image's (Keras models only:
-    a SavedModel takes encoded bytes). `errors`: an optional `ConfidentErrors` to fill.
+    `tta="flip"` averages each image's scores with its mirror image's, `"flip-shift"`
+    also with both moved one pixel along each diagonal (Keras models only: a SavedModel
+    takes encoded bytes). `errors`: an optional `ConfidentErrors` to fill.
 
     Returns:
         The metrics dict, plus `model`, `data` and `skipped_files` (images that could

@@ -5,6 +5,7 @@ import math
 import os
 
 from resnet_tf.errors import ConfigError, check_choice
+from resnet_tf.metrics import TTA
 from resnet_tf.models.resnet import DEPTHS
 from resnet_tf.runs import hold_out_seed
 from resnet_tf.schedules import SCHEDULES
@@ -14,7 +15,6 @@ OPTIMIZERS = ("sgd", "adamw", "adam", "lamb")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 LOSSES = ("softmax", "bce")
 AUGMENTS = ("none", "basic", "randaugment", "augmix")
-TTAS = ("none", "flip")
 DEFAULT_VAL_SPLIT = 0.1
 # Above this, one decoded batch no longer fits in memory on the machines this runs on.
 MAX_IMAGE_SIZE = 4096
@@ -197,7 +197,7 @@ def check_config(config, options=RunOptions()):
     if config.depth is not None:
         check_choice("depth", config.depth, DEPTHS, error=ConfigError)
     for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
-                          ("precision", PRECISIONS), ("loss", LOSSES), ("tta", TTAS)):
+                          ("precision", PRECISIONS), ("loss", LOSSES), ("tta", TTA)):
         value = getattr(config, name)
         if value is not None and value not in allowed:
             raise ConfigError(f"--{name} must be one of {', '.join(allowed)}. Received: "

@@ -20,7 +20,7 @@ import keras
 from resnet_tf.data import load_data
 from resnet_tf.errors import ConfigError
 from resnet_tf.files import fault_point, write_json, write_text
-from resnet_tf.metrics import evaluate_model
+from resnet_tf.metrics import TTA_DESCRIPTIONS, evaluate_model
 from resnet_tf.models.resnet import build_resnet, default_variant
 from resnet_tf.models.saving import load_keras_file
 from resnet_tf.runs import RunDirectory, read_class_names
@@ -435,7 +435,7 @@ def _print_config(c, r, precision_reason, path):
         ("loss", f"{'binary cross-entropy' if c['loss'] == 'bce' else 'softmax cross-entropy'}, "
                  f"label smoothing {c['label_smoothing']:g}"),
         ("epochs", f"{c['epochs']}"),
-        ("evaluation", "flip test-time augmentation" if c["tta"] == "flip" else "single view"),
+        ("evaluation", TTA_DESCRIPTIONS[c["tta"]]),
         ("seed", f"{c['seed']}{' (deterministic)' if c['deterministic'] else ''}; "
                  f"split seed {c['split_seed']} (draws the hold-out without --val-dir)"),
         ("run directory", path),

@@ -17,6 +17,7 @@ from PIL import Image
 
 from resnet_tf import build_resnet, data
 from resnet_tf import evaluation as evaluate
+from resnet_tf import metrics
 from resnet_tf.cli import evaluate as evaluate_cli
 from resnet_tf.export import export_serving_model
 
@@ -344,6 +345,28 @@ def test_flip_tta_averages_an_image_with_its_mirror(run, images, tmp_path):
     scores = model(batch, training=False).numpy() + model(batch[:, :, ::-1], training=False).numpy()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["top1"] == pytest.approx((scores.argmax(axis=1) == labels).mean())
+
+
+@pytest.mark.parametrize("tta", ["flip", "flip-shift"])
+def test_tta_scores_average_the_views_a_cifar_run_trains_on(tta):
+    # Each view is a crop the cifar recipe trains on: the image padded with black (pixel
+    # value 0), cut out one pixel off along a diagonal, maybe mirrored.
+    model = build_resnet(20, input_shape=(SIZE, SIZE, 3), classes=len(CLASSES))
+    raw = np.random.default_rng(0).integers(0, 256, (6, SIZE, SIZE, 3)).astype(np.float32)
+    labels = np.arange(6) % len(CLASSES)
+    seen = []
+    metrics.evaluate_model(model, [(data.normalize(raw).numpy(), labels)], CLASSES, tta=tta,
+                           on_batch=lambda images, labels, scores: seen.append(scores))
+    padded = np.pad(raw, [(0, 0), (1, 1), (1, 1), (0, 0)])
+    offsets = [(0, 0, 4)] + ([(-1, -1, 1), (1, 1, 1), (-1, 1, 1), (1, -1, 1)]
+                             if tta == "flip-shift" else [])
+    expected = 0
+    for dy, dx, weight in offsets:
+        view = data.normalize(padded[:, 1 + dy:1 + dy + SIZE, 1 + dx:1 + dx + SIZE]).numpy()
+        for each in (view, view[:, :, ::-1]):
+            expected = expected + weight * model(each, training=False).numpy()
+    expected /= 2 * sum(weight for _, _, weight in offsets)
+    np.testing.assert_allclose(seen[0], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_tta_and_explain_need_the_keras_model(run, images, tmp_path, capsys):
