@@ -94,9 +94,9 @@ def test_unknown_choices_exit_2_with_one_line(capsys, argv):
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("resnet-train: error: ")
 
 
-def test_cifar_recipe_keeps_the_measured_ema_and_flip_tta():
+def test_cifar_recipe_keeps_the_measured_ema_and_flip_shift_tta():
     resolved = resolve_config(TrainConfig(), "cifar", 32)
-    assert (resolved["ema"], resolved["tta"]) == (0.999, "flip")
+    assert (resolved["ema"], resolved["tta"]) == (0.999, "flip-shift")
     # The EMA does not span --freeze-epochs' two phases: the recipe's is dropped there.
     assert resolve_config(TrainConfig(freeze_epochs=2), "cifar", 32)["ema"] == 0.0
     assert resolve_config(TrainConfig(), "imagenet", 224)["ema"] == 0.0
@@ -111,6 +111,8 @@ def test_resumed_runs_keep_the_values_of_defaults_that_changed():
     assert (kept["ema"], kept["tta"]) == (0.0, "none")
     stored = {"config": {"ema": 0.0, "tta": "none"}}
     assert keep_run_values(config, resolved, stored)["ema"] == 0.0
+    # A run made while the cifar recipe's TTA was "flip" keeps it.
+    assert keep_run_values(config, resolved, {"config": {"tta": "flip"}})["tta"] == "flip"
     # A flag given now is the user's choice (and a difference the run folder refuses).
     flagged = TrainConfig(ema=0.9)
     assert keep_run_values(flagged, resolve_config(flagged, "cifar", 32), stored)["ema"] == 0.9
