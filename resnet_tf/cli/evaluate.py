@@ -40,6 +40,9 @@ def evaluate_parser():
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-dir", help="folder with one sub-folder of images per class")
     source.add_argument("--dataset", help="TFDS dataset name, e.g. cifar10")
+    source.add_argument("--hold-out", action="store_true",
+                        help="the validation images the model's training run held out (a run "
+                             "folder or a .keras file in one; its config.json names them)")
     parser.add_argument("--split", default="test", help="TFDS split (default: test)")
     parser.add_argument("--tfds-dir", help="TFDS data directory")
     parser.add_argument("--out", default="evaluation", help="output folder (default: ./evaluation)")
@@ -56,7 +59,9 @@ def evaluate_parser():
 
 
 def evaluate_main(argv=None):
-    """`resnet-evaluate MODEL (--data-dir DIR | --dataset NAME) [--out DIR]`. Returns the exit status."""
+    """`resnet-evaluate MODEL (--data-dir DIR | --dataset NAME | --hold-out) [--out DIR]`.
+
+    Returns the exit status."""
     args = evaluate_parser().parse_args(argv)
     try:
         if args.batch_size < 1:
@@ -72,7 +77,7 @@ def evaluate_main(argv=None):
         errors = ConfidentErrors(count=16)
         metrics = evaluate(classifier, data_dir=args.data_dir, dataset=args.dataset,
                            split=args.split, tfds_dir=args.tfds_dir, batch_size=args.batch_size,
-                           tta=args.tta, errors=errors)
+                           tta=args.tta, errors=errors, hold_out=args.hold_out)
         if metrics["examples"] == 0:
             raise EvaluationError(f"None of the images in {metrics['data']} could be decoded.")
     except ValueError as error:  # EvaluationError, ExportError, data.DataError

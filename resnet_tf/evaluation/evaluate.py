@@ -19,7 +19,14 @@ import warnings
 import numpy as np
 import tensorflow as tf
 
-from resnet_tf.data import MEAN, STD, decode_image, list_image_folder, preprocess_for_eval
+from resnet_tf.data import (
+    MEAN,
+    STD,
+    decode_image,
+    list_image_folder,
+    load_data,
+    preprocess_for_eval,
+)
 from resnet_tf.data.tfds import tfds_eval_split
 from resnet_tf.errors import EvaluationError
 from resnet_tf.export.checkpoint import load_checkpoint
@@ -31,7 +38,7 @@ from resnet_tf.export.savedmodel import (
     latest_version_dir,
 )
 from resnet_tf.metrics import evaluate_model
-from resnet_tf.runs import default_class_names
+from resnet_tf.runs import default_class_names, hold_out_seed, settings_beside
 
 
 @dataclasses.dataclass
@@ -147,8 +154,13 @@ class ConfidentErrors:
 
 
 def evaluate(classifier, *, data_dir=None, dataset=None, split="test", tfds_dir=None,
-             batch_size=64, tta="none", errors=None):
-    """`metrics.evaluate_model` on an image folder or a TFDS split.
+             batch_size=64, tta="none", errors=None, hold_out=False):
+    """`metrics.evaluate_model` on an image folder, a TFDS split or a run's hold-out.
+
+    `hold_out=True` evaluates on the validation images of the run the model belongs to
+    (a run folder, or a .keras file in one): the data, `--val-split`/`--val-dir` and split
+    seed its config.json names, through the trainer's pipeline, so a run's own final
+    model reproduces its metrics.json.
 
     `tta="flip"` averages each image's scores with its mirror image's, `"flip-shift"`
     also with both moved one pixel along each diagonal (Keras models only: a SavedModel
@@ -162,6 +174,8 @@ def evaluate(classifier, *, data_dir=None, dataset=None, split="test", tfds_dir=
         raise EvaluationError(f"Test-time augmentation needs the Keras model. Received: "
                               f"tta={tta!r} with the SavedModel '{classifier.path}'; expected a "
                               ".keras file or a run folder.")
+    if hold_out:
+        return _evaluate_hold_out(classifier, tfds_dir, batch_size, tta, errors)
     if data_dir is not None:
         files, labels, class_names = list_image_folder(data_dir)
         source = tf.data.Dataset.from_tensor_slices((files, labels)).map(
@@ -205,6 +219,33 @@ def evaluate(classifier, *, data_dir=None, dataset=None, split="test", tfds_dir=
     result = evaluate_model(model, batches, class_names, tta=tta, on_batch=errors)
     result.update(model=classifier.path, data=described,
                   skipped_files=0 if total is None else total - result["examples"])
+    return result
+
+
+def _evaluate_hold_out(classifier, tfds_dir, batch_size, tta, errors):
+    if classifier.keras_model is None:
+        raise EvaluationError(f"--hold-out needs the Keras model of a training run. Received: "
+                              f"the SavedModel '{classifier.path}'; expected a run folder or a "
+                              ".keras file in one.")
+    stored = settings_beside(classifier.path)
+    if "val_split" not in stored:
+        raise EvaluationError(
+            f"--hold-out needs the training run's config.json, which names its data and "
+            f"hold-out. Received: '{classifier.path}' with none beside it; expected a "
+            "train.py --out folder or a .keras file in one.")
+    data = load_data(stored["dataset"], data_dir=stored["data_dir"], val_dir=stored["val_dir"],
+                     val_split=stored["val_split"], image_size=stored["image_size"],
+                     preset=stored["preset"], split_seed=hold_out_seed(stored),
+                     batch_size=1, augment=False, tfds_dir=tfds_dir)
+    source = stored["val_dir"] or stored["data_dir"] or f"TFDS '{stored['dataset']}'"
+    if data.val is None:
+        raise EvaluationError(f"The run of '{classifier.path}' held out no validation images "
+                              f"(--val-split 0 on {source}); expected a run with a hold-out.")
+    batches = data.val.unbatch().batch(batch_size)
+    result = evaluate_model(classifier.keras_model, batches, data.class_names, tta=tta,
+                            on_batch=errors)
+    result.update(model=classifier.path, skipped_files=0,
+                  data=f"the hold-out of {source} (split seed {hold_out_seed(stored)})")
     return result
 
 

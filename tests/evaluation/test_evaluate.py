@@ -13,12 +13,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import run_train
 from PIL import Image
 
-from resnet_tf import build_resnet, data
+from resnet_tf import build_resnet, data, metrics
 from resnet_tf import evaluation as evaluate
-from resnet_tf import metrics
 from resnet_tf.cli import evaluate as evaluate_cli
+from resnet_tf.data.examples import val_mask
 from resnet_tf.export import export_serving_model
 
 SIZE = 16
@@ -367,6 +368,42 @@ def test_tta_scores_average_the_views_a_cifar_run_trains_on(tta):
             expected = expected + weight * model(each, training=False).numpy()
     expected /= 2 * sum(weight for _, _, weight in offsets)
     np.testing.assert_allclose(seen[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_hold_out_reproduces_the_runs_own_metrics(image_folder_factory, tmp_path):
+    images = image_folder_factory(per_class=10, size=SIZE)
+    out = tmp_path / "run"
+    result = run_train("--data-dir", images, "--depth", "20", "--epochs", "1", "--batch-size",
+                       "8", "--val-split", "0.3", "--split-seed", "3", "--tta", "flip",
+                       "--precision", "float32", "--no-export", "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert evaluate_cli.evaluate_main([str(out / "last.keras"), "--hold-out", "--tta", "flip",
+                                       "--out", str(tmp_path / "eval")]) == 0
+    again = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    trained = json.loads((out / "metrics.json").read_text())
+    assert again["examples"] == trained["examples"] == 9  # 3 of 10 images of each class
+    for key in ("top1", "top5", "confusion_matrix"):
+        assert again[key] == trained[key]
+    assert "split seed 3" in again["data"]
+    # The very images split seed 3 held out, whatever the model predicts on them.
+    seen = []
+    evaluate.evaluate(evaluate.load_classifier(str(out / "last.keras")), hold_out=True,
+                      errors=lambda batch, labels, scores: seen.extend(np.asarray(batch)))
+    files, labels, _ = data.list_image_folder(images)
+    held_out = np.asarray(files)[val_mask(np.asarray(labels), 0.3, 3)]
+    expected = [data.preprocess_for_eval(data.decode_image(tf.io.read_file(f)), SIZE, "cifar")
+                for f in held_out]
+    assert sorted(x.numpy().tobytes() for x in expected) == sorted(x.tobytes() for x in seen)
+
+
+def test_hold_out_needs_a_run(run, images, tmp_path, capsys):
+    folder, _ = run  # a run folder whose config.json does not name its data
+    assert evaluate_cli.evaluate_main([str(folder), "--hold-out", "--out", str(tmp_path / "x")]) == 2
+    assert "--hold-out needs the training run's config.json" in _one_error_line(capsys, "resnet-evaluate")
+    assert evaluate_cli.evaluate_main([str(folder / "export" / "tiny"), "--hold-out",
+                                       "--out", str(tmp_path / "x")]) == 2
+    assert "--hold-out needs the Keras model" in _one_error_line(capsys, "resnet-evaluate")
+    assert not (tmp_path / "x").exists()
 
 
 def test_tta_and_explain_need_the_keras_model(run, images, tmp_path, capsys):
