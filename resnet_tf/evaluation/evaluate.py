@@ -237,7 +237,7 @@ def _evaluate_hold_out(classifier, tfds_dir, batch_size, tta, errors):
                      val_split=stored["val_split"], image_size=stored["image_size"],
                      preset=stored["preset"], split_seed=hold_out_seed(stored),
                      batch_size=1, augment=False, tfds_dir=tfds_dir)
-    source = stored["val_dir"] or stored["data_dir"] or f"TFDS '{stored['dataset']}'"
+    source = stored["val_dir"] or stored["data_dir"] or f"dataset '{stored['dataset']}'"
     if data.val is None:
         raise EvaluationError(f"The run of '{classifier.path}' held out no validation images "
                               f"(--val-split 0 on {source}); expected a run with a hold-out.")
