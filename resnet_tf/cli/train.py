@@ -118,6 +118,9 @@ def train_parser(prog=None):
                       "each batch uses one of the two (default: recipe)")
     data.add_argument("--random-erasing", type=_probability,
                       help="random erasing probability (default: recipe)")
+    data.add_argument("--crop-padding", type=int, metavar="PIXELS",
+                      help="zero padding per side before the random crop of small images "
+                           "(the cifar preset; 0: flip only) (default: recipe)")
     data.add_argument("--tfds-dir", help="TFDS data directory")
     data.add_argument("--manual-dir", help="folder of manually downloaded TFDS archives")
 

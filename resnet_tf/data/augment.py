@@ -46,7 +46,7 @@ import numbers
 import keras
 import tensorflow as tf
 
-from resnet_tf.data.preprocessing import MEAN, STD, normalize
+from resnet_tf.data.preprocessing import CIFAR_PAD, MEAN, STD, normalize
 from resnet_tf.errors import DataError
 
 POLICIES = ("none", "basic", "randaugment", "augmix")
@@ -75,12 +75,15 @@ class Augmentation:
         mixup: MixUp's Beta alpha; 0 is off.
         cutmix: CutMix's Beta alpha; 0 is off.
         random_erasing: probability of erasing a rectangle of each image; 0 is off.
+        crop_padding: the "cifar" preset's zero padding (pixels per side) before its
+            random crop; the "imagenet" preset's random-resized crop ignores it.
     """
 
     policy: str = "basic"
     mixup: float = 0.0
     cutmix: float = 0.0
     random_erasing: float = 0.0
+    crop_padding: int = CIFAR_PAD
 
     @property
     def crop_flip(self):
@@ -99,7 +102,8 @@ class Augmentation:
         return pixels or self.random_erasing > 0 or self.one_hot_labels
 
 
-def check_augmentation(augment=True, mixup=0.0, cutmix=0.0, random_erasing=0.0):
+def check_augmentation(augment=True, mixup=0.0, cutmix=0.0, random_erasing=0.0,
+                       crop_padding=CIFAR_PAD):
     """Validates `load_data`'s augmentation arguments into an `Augmentation`.
 
     `augment`: `True` (= `"basic"`), `False` (= `"none"`) or one of `POLICIES`.
@@ -124,7 +128,13 @@ def check_augmentation(augment=True, mixup=0.0, cutmix=0.0, random_erasing=0.0):
             f"random_erasing is a probability. Received: random_erasing={random_erasing!r}; "
             "expected a number in [0, 1] (0 turns it off), e.g. random_erasing=0.25."
         )
-    return Augmentation(policy, float(mixup), float(cutmix), float(random_erasing))
+    if isinstance(crop_padding, bool) or not isinstance(crop_padding, numbers.Integral) or crop_padding < 0:
+        raise DataError(
+            f"crop_padding is a number of pixels. Received: crop_padding={crop_padding!r}; "
+            "expected an integer >= 0 (0: no random crop, only the flip), e.g. crop_padding=4."
+        )
+    return Augmentation(policy, float(mixup), float(cutmix), float(random_erasing),
+                        int(crop_padding))
 
 
 def check_classes(augmentation, class_names):

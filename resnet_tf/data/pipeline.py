@@ -28,6 +28,7 @@ from resnet_tf.data.examples import (
 )
 from resnet_tf.data.folders import list_image_folder
 from resnet_tf.data.preprocessing import (
+    CIFAR_PAD,
     check_preset,
     decode_image,
     default_preset,
@@ -68,6 +69,7 @@ def load_data(
     mixup=0.0,
     cutmix=0.0,
     random_erasing=0.0,
+    crop_padding=CIFAR_PAD,
 ):
     """Builds the train and validation pipelines.
 
@@ -98,6 +100,8 @@ def load_data(
             training labels mixed one-hot float32 `[B, classes]` (`Data.one_hot_labels`).
         random_erasing: float in [0, 1]. Probability of erasing a random rectangle of each
             (normalized) training image with noise, 0 for none.
+        crop_padding: int >= 0. The "cifar" preset's zero padding, in pixels per side,
+            before its random crop (the crop moves the image by up to this much).
         cache: bool. Decode datasets under about 1.5 GB into memory once (the fast path);
             `False` always streams from files or TFDS records.
         tfds_dir: optional TFDS data directory (default `~/tensorflow_datasets`).
@@ -114,7 +118,7 @@ def load_data(
     `ignore_errors`, which costs nothing up front but leaves them uncounted.
     """
     check_positive_int("batch_size", batch_size)
-    augmentation = check_augmentation(augment, mixup, cutmix, random_erasing)  # issue 13
+    augmentation = check_augmentation(augment, mixup, cutmix, random_erasing, crop_padding)
     if image_size is not None:
         check_positive_int("image_size", image_size)
     if preset is not None:
@@ -164,6 +168,7 @@ def load_data(
             train,
             training=True,
             augment=augmentation.crop_flip,
+            crop_padding=augmentation.crop_padding,
             after=batch_augmenter(augmentation, len(class_names)),  # issue 13
             **build,
         ),
@@ -179,7 +184,8 @@ def load_data(
 
 
 def _pipeline(
-    examples, *, training, augment, image_size, preset, batch_size, seed, deterministic, after=None
+    examples, *, training, augment, image_size, preset, batch_size, seed, deterministic, after=None,
+    crop_padding=CIFAR_PAD,
 ):
     # `after`: an optional `augment.BatchAugmenter`, run on every batch after the crop and
     # flip; it normalizes (issue 13).
@@ -196,8 +202,9 @@ def _pipeline(
         def augment_batch(batch, batch_seed):
             images, labels = batch
             if after is not None:  # issue 13: the same seed, folded, for what comes after
-                return after(pad_crop_flip(images, image_size, batch_seed), labels, batch_seed)
-            return normalize(pad_crop_flip(images, image_size, batch_seed)), labels
+                return after(pad_crop_flip(images, image_size, batch_seed, crop_padding), labels,
+                             batch_seed)
+            return normalize(pad_crop_flip(images, image_size, batch_seed, crop_padding)), labels
 
         ds = ds.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
     else:
@@ -206,7 +213,8 @@ def _pipeline(
 
             def prepare(element, image_seed):
                 image, label = to_image(*element)
-                return preprocess_for_train(image, image_size, preset, image_seed), label
+                return preprocess_for_train(image, image_size, preset, image_seed,
+                                            crop_padding), label
         else:
 
             def prepare(*element):

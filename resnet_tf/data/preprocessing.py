@@ -15,7 +15,8 @@ from resnet_tf.models.normalization import MEAN, STD  # the models' input scale:
 
 PRESETS = ("cifar", "imagenet")
 
-_CIFAR_PAD = 4
+# The "cifar" preset's zero padding before its random crop, in pixels (`crop_padding`).
+CIFAR_PAD = 4
 _CENTER_CROP_FRACTION = 0.875
 
 
@@ -71,13 +72,14 @@ def preprocess_for_eval(image, image_size, preset):
     return normalize(image)
 
 
-def preprocess_for_train(image, image_size, preset, seed=None):
+def preprocess_for_train(image, image_size, preset, seed=None, crop_padding=CIFAR_PAD):
     """Random augmentation of one uint8 `[H, W, 3]` image to normalized float32 `[S, S, 3]`.
 
     Args:
         image: uint8 tensor `[H, W, 3]`.
         image_size: int. Output height and width `S`.
-        preset: str. `"cifar"`: resize to `S` if needed, zero-pad 4 px, random `S x S` crop,
+        preset: str. `"cifar"`: resize to `S` if needed, zero-pad `crop_padding` px (4),
+            random `S x S` crop,
             random horizontal flip. `"imagenet"`: random-resized crop (8-100% of the area,
             aspect ratio 3/4-4/3) resized to `S`, random horizontal flip.
         seed: optional int tensor of shape `[2]`. The same seed gives the same
@@ -88,7 +90,7 @@ def preprocess_for_train(image, image_size, preset, seed=None):
     if seed is None:
         seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
     if preset == "cifar":
-        image = pad_crop_flip(image[tf.newaxis], image_size, seed)[0]
+        image = pad_crop_flip(image[tf.newaxis], image_size, seed, crop_padding)[0]
         image.set_shape([image_size, image_size, 3])
         return normalize(image)
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
@@ -108,14 +110,15 @@ def preprocess_for_train(image, image_size, preset, seed=None):
     return normalize(image)
 
 
-def pad_crop_flip(images, image_size, seed):
-    """The "cifar" augmentation of a uint8 `[B, H, W, 3]` batch, as float32 in 0..255.
+def pad_crop_flip(images, image_size, seed, crop_padding=CIFAR_PAD):
+    """The "cifar" augmentation of a uint8 `[B, H, W, 3]` batch, as float32 in 0..255:
+    zero-pad `crop_padding` pixels on every side, crop `image_size` at random, flip half.
 
     One gather per axis crops and flips the whole batch: per-image ops cost more in
     tf.data overhead than in arithmetic at 32 x 32, and the input must outrun the GPU.
     """
     images = _resize(images, image_size, image_size)
-    pad = _CIFAR_PAD
+    pad = crop_padding
     images = tf.pad(images, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     batch = tf.shape(images)[0]

@@ -4,6 +4,7 @@ import dataclasses
 import math
 import os
 
+from resnet_tf.data.preprocessing import CIFAR_PAD
 from resnet_tf.errors import ConfigError, check_choice
 from resnet_tf.metrics import TTA
 from resnet_tf.models.resnet import DEPTHS
@@ -24,12 +25,13 @@ MAX_WARMUP_SHARE = 0.25
 
 def _recipe(description, *, depth, epochs, optimizer, lr_wd, warmup_epochs, label_smoothing,
             milestones=(0.5, 0.75), augment="basic", mixup=0.0, cutmix=0.0, random_erasing=0.0,
-            ema=0.0, loss="softmax", grad_clip=None, stem=None, preset=None, tta="none"):
+            ema=0.0, loss="softmax", grad_clip=None, stem=None, preset=None, tta="none",
+            crop_padding=CIFAR_PAD):
     return dict(description=description, depth=depth, epochs=epochs, optimizer=optimizer,
                 lr_wd=lr_wd, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
                 milestones=milestones, augment=augment, mixup=mixup, cutmix=cutmix,
                 random_erasing=random_erasing, ema=ema, loss=loss, grad_clip=grad_clip,
-                stem=stem, preset=preset, tta=tta)
+                stem=stem, preset=preset, tta=tta, crop_padding=crop_padding)
 
 
 # Named, reproducible recipes. Learning rates are per 256 images (scaled by
@@ -45,7 +47,7 @@ RECIPES = {
         "EMA 0.999 (BatchNorm statistics included) and flip TTA added 0.5 and 1.0 points "
         "at 40 epochs, 1-pixel shifts on top of the flip 0.4 more (README, Results)",
         depth=20, epochs=40, optimizer="sgd", lr_wd=_LR_WD_CIFAR, warmup_epochs=1,
-        label_smoothing=0.1, ema=0.999, tta="flip-shift", preset="cifar"),
+        label_smoothing=0.1, ema=0.999, tta="flip-shift", crop_padding=2, preset="cifar"),
     "cifar-long": _recipe(
         "the 200-epoch CIFAR schedule of the ResNet-18 literature: SGD lr 0.1 at batch 128, "
         "wd 5e-4, cosine",
@@ -87,7 +89,7 @@ RECIPES = {
 # without the flag keeps its own value (the value here, of its stored config, for runs
 # from before the field).
 CHANGED_DEFAULTS = {"ema": lambda stored: 0.0, "tta": lambda stored: "none",
-                    "split_seed": hold_out_seed}
+                    "split_seed": hold_out_seed, "crop_padding": lambda stored: CIFAR_PAD}
 
 
 def stored_config(old):
@@ -147,6 +149,7 @@ class TrainConfig:
     mixup: float | None = None
     cutmix: float | None = None
     random_erasing: float | None = None
+    crop_padding: int | None = None
     epochs: int | None = None
     batch_size: int = 128
     optimizer: str | None = None
@@ -228,6 +231,9 @@ def check_config(config, options=RunOptions()):
     if config.image_size is not None and config.image_size > MAX_IMAGE_SIZE:
         raise ConfigError(f"--image-size is too large. Received: --image-size {config.image_size}; "
                           f"expected at most {MAX_IMAGE_SIZE} pixels.")
+    if config.crop_padding is not None and config.crop_padding < 0:
+        raise ConfigError(f"--crop-padding is a number of pixels. Received: --crop-padding "
+                          f"{config.crop_padding}; expected 0 or more (0: flip only).")
     for name in ("seed", "split_seed"):
         value = getattr(config, name)
         if value is not None and not 0 <= value < 2**32:
@@ -334,6 +340,7 @@ def resolve_config(config, preset, image_size):
         mixup=pick("mixup"),
         cutmix=pick("cutmix"),
         random_erasing=pick("random_erasing"),
+        crop_padding=pick("crop_padding"),
         # The EMA does not span the two phases of --freeze-epochs (check_config refuses
         # the flags together); a recipe's EMA is dropped there.
         ema=config.ema or 0.0 if config.freeze_epochs else pick("ema"),
@@ -360,7 +367,7 @@ def augmentation(config):
     policy = _augment_policy(config.augment) or recipe["augment"]
     return {"augment": policy,
             **{name: recipe[name] if getattr(config, name) is None else getattr(config, name)
-               for name in ("mixup", "cutmix", "random_erasing")}}
+               for name in ("mixup", "cutmix", "random_erasing", "crop_padding")}}
 
 
 def model_kwargs(resolved):

@@ -406,6 +406,8 @@ def _print_config(c, r, precision_reason, path):
                              if k not in ("variant", "stem")) or "builder defaults"
     augment = [c["augment"]] + [f"{k} {c[k]:g}" for k in ("mixup", "cutmix", "random_erasing")
                                 if c[k]]
+    if c["preset"] == "cifar" and c["augment"] != "none":
+        augment.append(f"crop padding {c['crop_padding']}")
     lines = [
         ("recipe", c["recipe"]),
         ("model", f"{r['model']} (depth {c['depth']}, variant {c['variant'] or default_variant(c['depth'])}, "

@@ -560,25 +560,28 @@ def test_eval_preprocessing_crops_the_centre_without_resizing_when_sizes_fit():
     )
 
 
-def test_cifar_augmentation_is_a_padded_crop_maybe_flipped():
+@pytest.mark.parametrize("pad", [4, 2, 0])
+def test_cifar_augmentation_is_a_padded_crop_maybe_flipped(pad):
     image = np.random.default_rng(0).integers(1, 256, (32, 32, 3), np.uint8)
-    padded = np.pad(image, [(4, 4), (4, 4), (0, 0)])
+    padded = np.pad(image, [(pad, pad), (pad, pad), (0, 0)])
     windows = [
         w
-        for y in range(9)
-        for x in range(9)
+        for y in range(2 * pad + 1)
+        for x in range(2 * pad + 1)
         for w in (padded[y : y + 32, x : x + 32], padded[y : y + 32, x : x + 32][:, ::-1])
     ]
 
     outputs = [
-        data.preprocess_for_train(image, 32, "cifar", seed=tf.constant([s, 0])) for s in range(8)
+        data.preprocess_for_train(image, 32, "cifar", seed=tf.constant([s, 0]), crop_padding=pad)
+        for s in range(8)
     ]
 
     for out in outputs:
         assert any(np.allclose(out, data.normalize(w), atol=1e-5) for w in windows)
     assert len({out.numpy().tobytes() for out in outputs}) > 1
     np.testing.assert_array_equal(
-        outputs[0], data.preprocess_for_train(image, 32, "cifar", seed=tf.constant([0, 0]))
+        outputs[0],
+        data.preprocess_for_train(image, 32, "cifar", seed=tf.constant([0, 0]), crop_padding=pad),
     )
 
 

@@ -58,8 +58,11 @@ def test_short_runs_keep_a_scaled_warmup():
 
 
 def test_default_recipes_agree_on_augmentation():
-    # The data is loaded before the recipe is known: both defaults must augment alike.
+    # The data is loaded before the recipe is known: both defaults must augment alike
+    # (the crop padding only applies to small images, which take the cifar recipe).
     keys = ("augment", "mixup", "cutmix", "random_erasing")
+    assert augmentation(TrainConfig())["crop_padding"] == RECIPES["cifar"]["crop_padding"] == 2
+    assert augmentation(TrainConfig(crop_padding=0))["crop_padding"] == 0
     assert {k: RECIPES["cifar"][k] for k in keys} == {k: RECIPES["imagenet"][k] for k in keys}
     assert augmentation(TrainConfig(augment=False))["augment"] == "none"
     assert augmentation(TrainConfig(recipe="rsb-a3"))["mixup"] == 0.1
@@ -77,6 +80,7 @@ def test_default_recipes_agree_on_augmentation():
     (["--intra-op-threads", "0"], "--intra-op-threads must be a positive integer. Received: "
                                   "--intra-op-threads 0; expected 1 or more."),
     (["--steps-per-execution", "-2"], "--steps-per-execution must be a positive integer"),
+    (["--crop-padding", "-1"], "--crop-padding is a number of pixels. Received: --crop-padding -1"),
 ])
 def test_out_of_range_values_are_one_line_errors(capsys, argv, message):
     assert train_cli.main([*argv, "--print-recipe"]) == 2
@@ -108,7 +112,7 @@ def test_resumed_runs_keep_the_values_of_defaults_that_changed():
     assert keep_run_values(config, resolved, None) == resolved
     before_toolbox = {"config": {"epochs": 40}}  # no ema or tta: the old defaults
     kept = keep_run_values(config, resolved, before_toolbox)
-    assert (kept["ema"], kept["tta"]) == (0.0, "none")
+    assert (kept["ema"], kept["tta"], kept["crop_padding"]) == (0.0, "none", 4)
     stored = {"config": {"ema": 0.0, "tta": "none"}}
     assert keep_run_values(config, resolved, stored)["ema"] == 0.0
     # A run made while the cifar recipe's TTA was "flip" keeps it.
