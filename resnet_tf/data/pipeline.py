@@ -201,10 +201,10 @@ def _pipeline(
 
         def augment_batch(batch, batch_seed):
             images, labels = batch
+            images = pad_crop_flip(images, image_size, batch_seed, crop_padding)
             if after is not None:  # issue 13: the same seed, folded, for what comes after
-                return after(pad_crop_flip(images, image_size, batch_seed, crop_padding), labels,
-                             batch_seed)
-            return normalize(pad_crop_flip(images, image_size, batch_seed, crop_padding)), labels
+                return after(images, labels, batch_seed)
+            return normalize(images), labels
 
         ds = ds.map(augment_batch, num_parallel_calls=tf.data.AUTOTUNE)
     else:
