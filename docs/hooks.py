@@ -32,9 +32,12 @@ MIRRORED = ("notebooks/*.ipynb", "notebooks/*.py", "benchmarks/README.md", RESUL
 SCHEMA_KEYS = {"title": str, "question": str, "command": str, "tables": list}
 TABLE_KEYS = {"caption": str, "columns": list, "rows": list}
 
-_RESULT = re.compile(r"<!--\s*results:\s*([\w.-]+)\s*-->")
-_RESULTS_OF = re.compile(r"<!--\s*results-of:\s*([\w\s-]+?)\s*-->")
-_INDEX = "<!-- results-index -->"
+# A marker is a line of its own, so a page can quote one in a code span.
+_README = re.compile(r"^<!-- readme -->$", re.M)
+_WEIGHTS = re.compile(r"^<!-- weights-table -->$", re.M)
+_RESULT = re.compile(r"^<!-- results: ([\w.-]+) -->$", re.M)
+_RESULTS_OF = re.compile(r"^<!-- results-of: ([\w -]+?) -->$", re.M)
+_INDEX = re.compile(r"^<!-- results-index -->$", re.M)
 _NUMERIC = re.compile(r"^[*+\-−]*[\d][\d.,]*\s*(%|x|ms|s|min|KB|MB|h)?\**$")
 
 # Which page shows each result file, filled in on_files from every page's markers.
@@ -73,15 +76,12 @@ def on_files(files, config):
 
 
 def on_page_markdown(markdown, page, config, files):
-    if "<!-- readme -->" in markdown:
-        markdown = markdown.replace("<!-- readme -->", _readme())
-    if "<!-- weights-table -->" in markdown:
-        markdown = markdown.replace("<!-- weights-table -->", weights_table())
+    markdown = _README.sub(lambda m: _readme(), markdown)
+    markdown = _WEIGHTS.sub(lambda m: weights_table(), markdown)
     depth = page.file.src_uri.count("/")
     markdown = _RESULT.sub(lambda m: render_result(_load(m.group(1)), m.group(1), depth), markdown)
     markdown = _RESULTS_OF.sub(lambda m: _render_questions(m.group(1).split(), depth), markdown)
-    if _INDEX in markdown:
-        markdown = markdown.replace(_INDEX, _results_index(depth))
+    markdown = _INDEX.sub(lambda m: _results_index(depth), markdown)
     return markdown
 
 
@@ -208,11 +208,12 @@ def render_result(result, name, depth=0, heading=None):
 
 
 def _render_questions(questions, depth):
-    names = [n for n in _result_names() if n not in _shown_on
-             and _load(n)["question"] in questions]
-    if not names:
-        return (f"*No result file of question {', '.join(questions)} in `{RESULTS_DIR}/` yet; "
-                "the reports below hold the figures.*\n")
+    of_questions = [n for n in _result_names() if _load(n)["question"] in questions]
+    names = [n for n in of_questions if n not in _shown_on]
+    if not of_questions:
+        return (f"*No result file of question {', '.join(questions)} in `{RESULTS_DIR}/` yet: "
+                f"the reports listed in the [results overview]({'../' * depth}results.md) hold "
+                "the figures.*\n")
     return "\n".join(render_result(_load(n), n, depth, f"### {_load(n)['title']}") for n in names)
 
 
