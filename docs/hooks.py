@@ -171,16 +171,15 @@ def _check(result, where):
 def _cell(value):
     if value is None:
         return ""
-    if isinstance(value, float):
-        value = f"{value:g}" if abs(value) >= 1e-4 or value == 0 else repr(value)
     return str(value).replace("\n", " ").replace("|", "\\|")
 
 
 def _table(table):
     columns = table["columns"]
     cells = [[_cell(v) for v in row] for row in table["rows"]]
-    right = [bool(col) and all(_NUMERIC.match(v) for v in col if v) and any(col)
-             for col in zip(*cells)] if cells else [False] * len(columns)
+    # Right-align a column whose every filled cell is a number (with %, x, ms, ... after it).
+    right = [any(col) and all(_NUMERIC.match(v) for v in col if v) for col in zip(*cells)]
+    right = right or [False] * len(columns)
     lines = [f"**{table['caption']}**", "",
              "| " + " | ".join(_cell(c) for c in columns) + " |",
              "|" + "|".join("---:" if r else "---" for r in right) + "|"]
