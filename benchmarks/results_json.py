@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -71,7 +72,7 @@ def write(path, document):
 def command_line():
     """How this process was started, as a command to paste."""
     script = os.path.relpath(os.path.abspath(sys.argv[0]), os.path.dirname(HERE))
-    return " ".join(["python", script, *sys.argv[1:]])
+    return shlex.join(["python", script, *sys.argv[1:]])
 
 
 def today():
