@@ -243,8 +243,8 @@ def main():
 
         results_json.write(args.out, results_json.result(
             "Input-pipeline overhead of each augmentation policy", "pipeline",
-            results_json.command_line(), [results_json.table(setup, columns, cells)],
-            machine=results_json.machine(), date=results_json.today()))
+            results_json.command_line(), [results_json.table("Overhead of each policy", columns, cells)],
+            setup, machine=results_json.machine(), date=results_json.today()))
 
 
 if __name__ == "__main__":

@@ -168,8 +168,8 @@ def main(argv=None):
 
         results_json.write(args.out, results_json.result(
             "SavedModel serving_default under concurrent JPEG requests", "serving",
-            results_json.command_line(), [results_json.table(setup, columns, cells)],
-            machine=results_json.machine(), date=results_json.today()))
+            results_json.command_line(), [results_json.table("Requests per client thread count", columns, cells)],
+            setup, machine=results_json.machine(), date=results_json.today()))
     return 1 if any(stats["wrong"] for *_, stats, _ in rows) else 0
 
 
