@@ -11,7 +11,7 @@ import keras
 from resnet_tf.errors import ConfigError
 from resnet_tf.models import sources
 from resnet_tf.models.resnet import build_resnet
-from resnet_tf.models.spec import ARCHITECTURE, default_stem
+from resnet_tf.models.spec import ARCHITECTURE, ResNetSpec, default_stem
 
 CLASSIFIER = "predictions"
 
@@ -41,9 +41,17 @@ def resolve(weights, known=None, download=False):
 
 
 def weights_defaults(weights, depth=None):
-    """What the weights decide unless flags say otherwise: architecture and image size."""
+    """What the weights decide unless flags say otherwise: architecture and image size.
+
+    A value equal to `build_resnet`'s default for the depth is left out: a run's config
+    spells that default None, so a resumed run compares equal.
+    """
     source = resolve(weights, {"depth": depth})
     found = {k: v for k, v in (source.architecture or {}).items() if k in ARCHITECTURE}
+    if "depth" in found:
+        defaults = ResNetSpec(found["depth"]).architecture()
+        found = {k: v for k, v in found.items()
+                 if k in ("depth", "stem") or v != defaults[k]}
     if source.image_size:
         found["image_size"] = source.image_size
     if source.kind != "keras":
