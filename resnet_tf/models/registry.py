@@ -7,7 +7,7 @@ may be left out: "torchvision:IMAGENET1K_V2" with depth=50 is the first of those
 
 Every fact is the source's own: torchvision's `Weights` enums (models/resnet.py),
 timm's pretrained configs and model cards, keras.applications' resnet.py and its
-documented accuracy. `resolve_weights` downloads a file once into the Keras cache
+documented accuracy. `download_weights` downloads a file once into the Keras cache
 and checks it before use; `imagenet_file` fetches keras.applications' own files, the
 notop ones included, into the same cache.
 """
@@ -29,7 +29,7 @@ from resnet_tf.files import socket_timeout
 from resnet_tf.models.normalization import CAFFE_MEAN_BGR
 from resnet_tf.models.normalization import MEAN as IMAGENET_MEAN
 from resnet_tf.models.normalization import STD as IMAGENET_STD
-from resnet_tf.models.spec import SPECS, STAGE_FILTERS
+from resnet_tf.models.spec import SPECS, STAGE_FILTERS, ResNetSpec
 
 # keras.applications' published ResNet files (keras/src/applications/resnet.py,
 # BASE_WEIGHTS_PATH and WEIGHTS_HASHES): md5 of the include_top and the notop file.
@@ -39,9 +39,6 @@ IMAGENET_HASHES = {
     101: ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
     152: ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
 }
-# build_resnet's defaults for the arguments an entry may set.
-_BUILD_DEFAULTS = dict(variant="v1.5", groups=1, width_per_group=64, width_multiplier=1,
-                       se_ratio=0.0)
 _SAFETENSORS_MAX_HEADER = 100 * 2**20
 _NAME = re.compile(r"^(?P<source>[a-z]+):(?:(?P<architecture>[\w]+)\.)?(?P<tag>[\w.]+)$")
 
@@ -279,8 +276,8 @@ def get_weights(name, **build):
 
 def _fits(entry, build):
     wanted = {k: v for k, v in build.items() if v is not None}
-    full = {**_BUILD_DEFAULTS, **entry.build}
-    return all(full.get(k, _BUILD_DEFAULTS.get(k)) == v for k, v in wanted.items())
+    full = ResNetSpec(**entry.build).architecture()  # build_resnet's defaults filled
+    return all(full.get(k) == v for k, v in wanted.items())
 
 
 def _call(build, prefix="build_resnet"):
