@@ -89,10 +89,10 @@ def build_from_weights(weights, *, depth, input_shape, classes, classifier_activ
 
 def build_from_model(source, weights, *, depth, input_shape, classes, classifier_activation,
                      **kwargs):
-    """Like `build_from_weights` from a loaded `.keras` model (a file or a run's best.keras)."""
-    preprocessing = None
-    if "weights_normalization" in {layer.name for layer in source.layers}:
-        preprocessing = source.get_layer("weights_normalization").get_config()
+    """Like `build_from_weights` from a loaded `.keras` model (a file or a run's best.keras);
+    `weights` is the argument it was loaded from (or its `sources.WeightsSource`), whose
+    input conversion the new model keeps."""
+    preprocessing = resolve(weights).preprocessing
     model = build_resnet(depth, input_shape=input_shape, classes=classes,
                          classifier_activation=classifier_activation,
                          preprocessing=preprocessing, **kwargs)

@@ -138,3 +138,18 @@ def test_weights_that_name_nothing_are_a_config_error():
 
     with pytest.raises(ConfigError, match="--weights names nothing that exists"):
         weights_defaults("imagenet")
+
+
+def test_build_from_model_keeps_the_input_conversion_and_the_backbone(tmp_path):
+    from resnet_tf import build_resnet
+    from resnet_tf.training.finetune import build_from_model
+
+    build_resnet(20, input_shape=(16, 16, 3), classes=3, preprocessing="caffe").save(
+        tmp_path / "m.keras")
+    source = keras.saving.load_model(tmp_path / "m.keras")
+    model = build_from_model(source, str(tmp_path / "m.keras"), depth=20,
+                             input_shape=(16, 16, 3), classes=2, classifier_activation=None)
+    assert model.get_layer("weights_normalization").mode == "caffe"
+    assert model.output_shape == (None, 2)
+    for name, kernel in _convs(model).items():
+        np.testing.assert_array_equal(kernel, _convs(source)[name])
