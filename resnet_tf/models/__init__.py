@@ -11,17 +11,24 @@ from resnet_tf.models.layers import (
     ZeroPadShortcut,
     freeze_batchnorm,
 )
-from resnet_tf.models.resnet import DEPTHS, SPECS, build_resnet, feature_extractor
+from resnet_tf.models.resnet import ResNet, build_resnet, feature_extractor
+from resnet_tf.models.sources import WeightsSource, resolve_weights
+from resnet_tf.models.spec import DEPTHS, SPECS, ResNetSpec, spec_of
 
 __all__ = [
     "BatchNormalization",
     "DEPTHS",
+    "ResNet",
+    "ResNetSpec",
     "SPECS",
     "StochasticDepth",
+    "WeightsSource",
     "ZeroPadShortcut",
     "bottleneck_block",
     "build_resnet",
     "feature_extractor",
     "freeze_batchnorm",
+    "resolve_weights",
     "residual_block",
+    "spec_of",
 ]

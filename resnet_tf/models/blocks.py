@@ -22,9 +22,8 @@ import keras
 
 from resnet_tf.errors import check_choice
 from resnet_tf.models.layers import BatchNormalization, StochasticDepth, ZeroPadShortcut
+from resnet_tf.models.spec import SHORTCUTS, VARIANTS
 
-VARIANTS = ("v1.5", "v1", "v2", "d")
-SHORTCUTS = ("A", "B")
 
 def kernel_initializer():
     """He et al. 2015 ("Delving Deep into Rectifiers"), fan_out as torchvision uses it."""

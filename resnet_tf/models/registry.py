@@ -7,8 +7,9 @@ may be left out: "torchvision:IMAGENET1K_V2" with depth=50 is the first of those
 
 Every fact is the source's own: torchvision's `Weights` enums (models/resnet.py),
 timm's pretrained configs and model cards, keras.applications' resnet.py and its
-documented accuracy. `resolve_weights` downloads a file once into the Keras cache
-and checks it before use.
+documented accuracy. `download_weights` downloads a file once into the Keras cache
+and checks it before use; `imagenet_file` fetches keras.applications' own files, the
+notop ones included, into the same cache.
 """
 
 import dataclasses
@@ -18,21 +19,26 @@ import json
 import os
 import re
 import struct
+import tempfile
 import zipfile
 
 import keras
 
 from resnet_tf.errors import WeightsDownloadError
 from resnet_tf.files import socket_timeout
+from resnet_tf.models.normalization import CAFFE_MEAN_BGR
+from resnet_tf.models.normalization import MEAN as IMAGENET_MEAN
+from resnet_tf.models.normalization import STD as IMAGENET_STD
+from resnet_tf.models.spec import SPECS, STAGE_FILTERS, ResNetSpec
 
-# ImageNet statistics on [0, 1] RGB, as torchvision and most timm weights normalise.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-# keras.applications' "caffe" mode: BGR, 0-255, these means subtracted, no scaling.
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-# build_resnet's defaults for the arguments an entry may set.
-_BUILD_DEFAULTS = dict(variant="v1.5", groups=1, width_per_group=64, width_multiplier=1,
-                       se_ratio=0.0)
+# keras.applications' published ResNet files (keras/src/applications/resnet.py,
+# BASE_WEIGHTS_PATH and WEIGHTS_HASHES): md5 of the include_top and the notop file.
+IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
+IMAGENET_HASHES = {
+    50: ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
+    101: ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
+    152: ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
+}
 _SAFETENSORS_MAX_HEADER = 100 * 2**20
 _NAME = re.compile(r"^(?P<source>[a-z]+):(?:(?P<architecture>[\w]+)\.)?(?P<tag>[\w.]+)$")
 
@@ -138,14 +144,19 @@ def _timm(architecture, tag, build, top1, test_top1, *, size=224, test_size=288,
     )
 
 
-def _keras(depth, top1, md5):
-    file_name = f"resnet{depth}_weights_tf_dim_ordering_tf_kernels.h5"
+def _imagenet_file_name(depth, include_top=True):
+    suffix = "" if include_top else "_notop"
+    return f"resnet{depth}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
+
+
+def _keras(depth, top1):
+    file_name = _imagenet_file_name(depth)
     return PretrainedWeights(
         name=f"keras:resnet{depth}.imagenet",
         build=dict(depth=depth, variant="v1"),
-        url=f"https://storage.googleapis.com/tensorflow/keras-applications/resnet/{file_name}",
+        url=IMAGENET_URL + file_name,
         file_name=file_name,
-        file_hash=md5,
+        file_hash=IMAGENET_HASHES[depth][0],
         source="keras",
         licence="MIT (keras-applications; Kaiming He's Caffe models)",
         top1=top1,
@@ -209,9 +220,9 @@ _ENTRIES = (
     _timm("resnetv2_101", "a1h_in1k", dict(depth=101, variant="v2"), None, None,
           mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
     # keras.applications: BASE_WEIGHTS_PATH, WEIGHTS_HASHES (md5), keras.io's table.
-    _keras(50, 74.9, "2cb95161c43110f7111970584f804107"),
-    _keras(101, 76.4, "f1aeb4b969a6efcfb50fad2f0c20cfc5"),
-    _keras(152, 76.6, "100835be76be38e30d865e96f2aaae62"),
+    _keras(50, 74.9),
+    _keras(101, 76.4),
+    _keras(152, 76.6),
 )
 WEIGHTS = {entry.name: entry for entry in _ENTRIES}
 
@@ -265,8 +276,8 @@ def get_weights(name, **build):
 
 def _fits(entry, build):
     wanted = {k: v for k, v in build.items() if v is not None}
-    full = {**_BUILD_DEFAULTS, **entry.build}
-    return all(full.get(k, _BUILD_DEFAULTS.get(k)) == v for k, v in wanted.items())
+    full = ResNetSpec(**entry.build).architecture()  # build_resnet's defaults filled
+    return all(full.get(k) == v for k, v in wanted.items())
 
 
 def _call(build, prefix="build_resnet"):
@@ -285,9 +296,11 @@ def is_name(weights):
 
 def architecture_of(model, depth):
     """groups, width_per_group, width_multiplier and se_ratio of a build_resnet model,
-    spelled as the entries spell them (a Wide ResNet by its width_multiplier)."""
-    from resnet_tf.models.resnet import SPECS, STAGE_FILTERS
+    spelled as the entries spell them (a Wide ResNet by its width_multiplier).
 
+    Read back from layer names, for models saved before they carried their
+    `ResNetSpec`; `spec.spec_of(model)` answers for the others.
+    """
     block, _, family = SPECS[depth]
     base = STAGE_FILTERS[family][0]
     names = {layer.name for layer in model.layers}
@@ -307,7 +320,7 @@ def architecture_of(model, depth):
     return found
 
 
-def resolve_weights(name, **build):
+def download_weights(name, **build):
     """Local path of the named weights, downloaded into the Keras cache if needed.
 
     A cached file is used only after it passes the entry's hash (or, without one,
@@ -360,12 +373,70 @@ def resolve_weights(name, **build):
     return path, entry
 
 
+# The name this function had before `sources.resolve_weights` answered what any weights
+# argument is; kept for code that imports it.
+resolve_weights = download_weights
+
+
+def check_imagenet(depth, variant):
+    """Raises ValueError unless keras.applications publishes `weights="imagenet"` for
+    `depth` and `variant`."""
+    if variant != "v1" or depth not in IMAGENET_HASHES:
+        raise ValueError(
+            "ImageNet weights are published for variant='v1' with depth 50, 101 or 152 "
+            "(keras.applications' ResNet50/101/152). "
+            f"Received: weights='imagenet', depth={depth}, variant={variant!r}; expected "
+            "one of those combinations, or a path to a weights file."
+        )
+
+
+def imagenet_file(depth, variant="v1", include_top=True):
+    """Path of keras.applications' ImageNet file for `depth`, downloading it if needed.
+
+    Files are cached in `$KERAS_HOME/models` (default `~/.keras/models`), where
+    keras.applications keeps them too.
+    """
+    check_imagenet(depth, variant)
+    file_name = _imagenet_file_name(depth, include_top)
+    url = IMAGENET_URL + file_name
+    cache_dir = keras_home()
+    try:
+        with socket_timeout():
+            return keras.utils.get_file(
+                file_name,
+                url,
+                cache_subdir="models",
+                file_hash=IMAGENET_HASHES[depth][0 if include_top else 1],
+                cache_dir=cache_dir,
+            )
+    except Exception as error:  # noqa: BLE001 - any failure gets the same advice
+        # Keras words it "URL fetch failure on <url>: None -- <reason>"; the URL comes below.
+        reason = re.sub(r"^URL fetch failure on \S+ (None -- )?", "", _first_line(error))
+        raise WeightsDownloadError(
+            f"The ImageNet weights {file_name} are not in the Keras cache "
+            f"({os.path.join(cache_dir, 'models')}) and could not be downloaded "
+            f"({reason}); on a machine with internet download {url} and pass "
+            f"weights='/path/to/{file_name}'."
+        ) from None
+
+
+def keras_home():
+    """`$KERAS_HOME`, default `~/.keras`: the cache of keras.applications and of ours."""
+    # Keras reads KERAS_HOME once, when it is imported; reading it here as well lets
+    # a notebook or a test point the cache elsewhere afterwards.
+    home = os.environ.get("KERAS_HOME")
+    if home:
+        return os.path.expanduser(home)
+    base = os.path.expanduser("~")
+    if not os.access(base, os.W_OK):
+        base = tempfile.gettempdir()  # Keras' own fallback
+    return os.path.join(base, ".keras")
+
+
 def _cache_folder(entry):
     """`$KERAS_HOME/models`, created; refused if not writable (Keras would silently
     fall back to /tmp)."""
-    from resnet_tf.models.weights import _keras_home  # the cache the ImageNet files use
-
-    folder = os.path.join(_keras_home(), "models")
+    folder = os.path.join(keras_home(), "models")
     try:
         os.makedirs(folder, exist_ok=True)
         writable = os.access(folder, os.W_OK)

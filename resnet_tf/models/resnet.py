@@ -1,120 +1,62 @@
-"""`build_resnet`: every standard ResNet as a plain `keras.Model`.
+"""`build_resnet`: every standard ResNet as a functional `keras.Model` that knows its spec.
 
-Depths are data: `SPECS` answers "what is ResNet-101?" in one line, and one
-`_stage` builder turns a row of it into layers.
+`ResNetSpec` (spec.py) says what the network is; the short builders here turn it into
+layers, and `ResNet` keeps it in the model's config so a saved model knows how it was
+built.
 """
 
-import math
-import numbers
 import re
 
 import keras
 
-from resnet_tf.errors import check_choice
-from resnet_tf.models import blocks
-from resnet_tf.models.blocks import batch_norm, bottleneck_block, conv, residual_block
+from resnet_tf.models.blocks import (
+    batch_norm,
+    bottleneck_block,
+    conv,
+    kernel_initializer,
+    residual_block,
+)
 from resnet_tf.models.layers import PaddedMaxPooling2D
-from resnet_tf.models.normalization import preprocessing_layer, weights_preprocessing
+from resnet_tf.models.normalization import preprocessing_layer
+from resnet_tf.models.sources import resolve_weights
 
-# depth: (block, repeats per stage, family). ImageNet networks have four stages of
-# 64/128/256/512 base filters; the CIFAR networks (He et al. 2015, section 4.2, and
-# the pre-activation paper's 164/1001) have three of 16/32/64.
-SPECS = {
-    18: ("basic", (2, 2, 2, 2), "imagenet"),
-    34: ("basic", (3, 4, 6, 3), "imagenet"),
-    50: ("bottleneck", (3, 4, 6, 3), "imagenet"),
-    101: ("bottleneck", (3, 4, 23, 3), "imagenet"),
-    152: ("bottleneck", (3, 8, 36, 3), "imagenet"),
-    200: ("bottleneck", (3, 24, 36, 3), "imagenet"),
-    20: ("basic", (3, 3, 3), "cifar"),
-    32: ("basic", (5, 5, 5), "cifar"),
-    44: ("basic", (7, 7, 7), "cifar"),
-    56: ("basic", (9, 9, 9), "cifar"),
-    110: ("basic", (18, 18, 18), "cifar"),
-    164: ("bottleneck", (18, 18, 18), "cifar"),
-    1001: ("bottleneck", (111, 111, 111), "cifar"),
-}
-DEPTHS = tuple(SPECS)
-STAGE_FILTERS = {"imagenet": (64, 128, 256, 512), "cifar": (16, 32, 64)}
-STEMS = ("imagenet", "cifar", "deep")
-POOLINGS = (None, "avg", "max")
-
-# Total downsampling of the stem; each stage after the first halves again.
-_STEM_STRIDE = {"imagenet": 4, "deep": 4, "cifar": 1}
+# Where these names were before spec.py owned them; kept importable from here.
+from resnet_tf.models.spec import (  # noqa: F401
+    DEPTHS,
+    POOLINGS,
+    SPECS,
+    STAGE_FILTERS,
+    STEMS,
+    ResNetSpec,
+    default_variant,
+    spec_of,
+)
+from resnet_tf.models.weights import load_weights
 
 
-def default_variant(depth):
-    """"v1.5", except "v2" for the CIFAR ResNet-164/1001 the pre-activation paper introduced."""
-    block, _, family = SPECS[depth]
-    return "v2" if (family == "cifar" and block == "bottleneck") else "v1.5"
+@keras.saving.register_keras_serializable(package="resnet_tf")
+class ResNet(keras.Model):
+    """A functional `keras.Model` that carries the `ResNetSpec` it was built from.
 
+    Built like any functional model, `ResNet(inputs, outputs, spec=spec)`, and used
+    like one. Its config is the functional config plus "spec", so a `.keras` file
+    rebuilds the exact graph (per-layer dtype policies included) and the spec with it.
 
-def _defaults(depth, variant, stem, shortcut):
-    block, _, family = SPECS[depth]
-    if variant is None:
-        variant = default_variant(depth)
-    blocks.check_choice("variant", variant, blocks.VARIANTS)
-    if stem is None:
-        stem = "cifar" if family == "cifar" else ("deep" if variant == "d" else "imagenet")
-    check_choice("stem", stem, STEMS)
-    if shortcut is None:
-        # Option A keeps the CIFAR basic-block networks at the paper's parameter count.
-        shortcut = "A" if (family == "cifar" and block == "basic") else "B"
-    check_choice("shortcut", shortcut, blocks.SHORTCUTS)
-    return variant, stem, shortcut
+    Args:
+        *args: `keras.Model`'s functional arguments (`inputs`, `outputs`).
+        spec: `ResNetSpec`, its config dict, or None.
+        **kwargs: `keras.Model`'s keyword arguments (`name`, `trainable`).
+    """
 
+    def __init__(self, *args, spec=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spec = ResNetSpec.from_config(spec) if isinstance(spec, dict) else spec
 
-def _stem(x, stem, filters, variant):
-    if stem == "cifar":
-        x = conv(x, filters, 3, variant=variant, name="conv1_conv")
-        if variant == "v2":
-            return x  # the first block pre-activates
-        return keras.layers.Activation("relu", name="conv1_relu")(
-            batch_norm(x, variant, "conv1_bn")
-        )
-    if stem == "deep":
-        # ResNet-D: three 3x3 convolutions replace the 7x7.
-        for i, (f, s) in enumerate(((filters // 2, 2), (filters // 2, 1), (filters, 1)), 1):
-            x = conv(x, f, 3, s, variant=variant, name=f"conv1_{i}_conv")
-            x = batch_norm(x, variant, f"conv1_{i}_bn")
-            x = keras.layers.Activation("relu", name=f"conv1_{i}_relu")(x)
-    else:
-        # Explicit padding, as keras.applications and torchvision pad (3 each side).
-        x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
-        x = keras.layers.Conv2D(
-            filters, 7, strides=2, use_bias=variant == "v1",
-            kernel_initializer=blocks.kernel_initializer(), name="conv1_conv",
-        )(x)
-        if variant != "v2":
-            x = batch_norm(x, variant, "conv1_bn")
-            x = keras.layers.Activation("relu", name="conv1_relu")(x)
-    if variant == "v2":
-        # The raw convolution output is pooled: pad with -inf as torch does, not zeros.
-        return PaddedMaxPooling2D(3, strides=2, pad=1, name="pool1_pool")(x)
-    x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
-    return keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-
-
-def _input(input_tensor, input_shape, default_shape, min_size, channels_last):
-    if input_shape is None:
-        input_shape = default_shape
-    if len(input_shape) != 3:
-        raise ValueError(
-            "input_shape must have 3 dimensions (height, width, channels). "
-            f"Received: input_shape={input_shape}"
-        )
-    spatial = input_shape[:2] if channels_last else input_shape[1:]
-    if any(d is not None and d < min_size for d in spatial):
-        raise ValueError(
-            f"Input size must be at least {min_size}x{min_size} for this network. "
-            f"Received: input_shape={input_shape}"
-        )
-    if input_tensor is None:
-        return keras.Input(shape=input_shape, name="input_layer"), None
-    if keras.backend.is_keras_tensor(input_tensor):
-        return input_tensor, keras.utils.get_source_inputs(input_tensor)
-    x = keras.Input(tensor=input_tensor, shape=input_shape)
-    return x, None
+    def get_config(self):
+        config = super().get_config()
+        if self.spec is not None:
+            config["spec"] = self.spec.get_config()
+        return config
 
 
 def build_resnet(
@@ -153,9 +95,11 @@ def build_resnet(
             CIFAR ResNet-164/1001, which the pre-activation paper defines ("v2").
         include_top: bool. Add global average pooling and the `classes`-way
             `Dense` classifier named "predictions".
-        weights: None, a weights file saved by this library (`.weights.h5` or
-            `.keras`), a keras.applications ResNet50/101/152 HDF5 file (variant
-            "v1"), or "imagenet" to fetch keras.applications' published file.
+        weights: None, "imagenet" (keras.applications' published file, variant
+            "v1"), a registered name (`registry.list_weights()`), a weights file
+            saved by this library (`.weights.h5` or `.keras`) or a run folder, a
+            keras.applications HDF5 file (variant "v1"), or a torchvision / timm
+            checkpoint; see `sources.resolve_weights`.
         input_tensor: optional Keras tensor to use as the model's input.
         input_shape: tuple. `(height, width, channels)`; None dimensions allowed.
             Defaults to (224, 224, 3) (ImageNet stems) or (32, 32, 3) (CIFAR stem)
@@ -195,122 +139,136 @@ def build_resnet(
         name: str. Model name; defaults to e.g. "resnet50".
 
     Returns:
-        A `keras.Model`.
+        A functional `keras.Model` (a `ResNet`) whose `spec` is the `ResNetSpec` it
+        was built from; its `.keras` file keeps it.
     """
-    check_choice("depth", depth, DEPTHS)
-    variant, stem, shortcut = _defaults(depth, variant, stem, shortcut)
-    check_choice("pooling", pooling, POOLINGS)
-    _check_number("dropout", dropout, 0, 1)
-    _check_number("se_ratio", se_ratio, 0, 1)
-    _check_number("stochastic_depth_rate", stochastic_depth_rate, 0, 1)
-    _check_number("width_multiplier", width_multiplier, 0, None, low_open=True)
-    for argument, value in (("classes", classes), ("groups", groups),
-                            ("width_per_group", width_per_group)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-            raise ValueError(f"{argument} must be a positive integer. "
-                             f"Received: {argument}={value!r}")
-    if input_shape is not None and not isinstance(input_shape, (tuple, list)):
-        raise ValueError("input_shape must be a tuple (height, width, channels). Received: "
-                         f"input_shape={input_shape!r}")
-    block, repeats, family = SPECS[depth]
-    if block == "basic" and (groups != 1 or width_per_group != 64):
-        raise ValueError(
-            f"ResNet-{depth} uses basic blocks, which support only groups=1 and "
-            f"width_per_group=64. Received: groups={groups}, width_per_group={width_per_group}"
-        )
-
-    channels_last = keras.config.image_data_format() == "channels_last"
-    min_size = _STEM_STRIDE[stem] * 2 ** (len(repeats) - 1)
-    default_shape = (None, None, 3)
-    if include_top:
-        default_shape = (32, 32, 3) if stem == "cifar" else (224, 224, 3)
-    if not channels_last:
-        default_shape = (default_shape[2], *default_shape[:2])
-    img_input, source_inputs = _input(input_tensor, input_shape, default_shape, min_size,
-                                      channels_last)
+    spec = ResNetSpec(
+        depth, variant=variant, stem=stem, shortcut=shortcut, groups=groups,
+        width_per_group=width_per_group, width_multiplier=width_multiplier,
+        se_ratio=se_ratio, stochastic_depth_rate=stochastic_depth_rate,
+        zero_init_residual=zero_init_residual, dropout=dropout, include_top=include_top,
+        pooling=pooling, classes=classes, classifier_activation=classifier_activation,
+    )
+    inputs, x = _input(spec, input_tensor, input_shape)
+    source = resolve_weights(weights, spec)
     if isinstance(preprocessing, str) and preprocessing == "auto":
-        preprocessing = weights_preprocessing(weights, depth, variant)
-    model_input = img_input
+        preprocessing = None if source is None else source.preprocessing
     adapter = preprocessing_layer(preprocessing)
     if adapter is not None:
-        img_input = adapter(img_input)
-
-    stage_filters = STAGE_FILTERS[family]
-    if stem == "cifar" and family == "imagenet":
-        stem_filters = 64
-    else:
-        stem_filters = stage_filters[0]
-    x = _stem(img_input, stem, stem_filters, variant)
-
-    total_blocks = sum(repeats)
-    index = 0
-    for stage, (filters, count) in enumerate(zip(stage_filters, repeats)):
-        for b in range(count):
-            index += 1
-            stride = 2 if (b == 0 and stage > 0) else 1
-            common = dict(
-                variant=variant,
-                shortcut=shortcut,
-                se_ratio=se_ratio,
-                stochastic_depth_rate=stochastic_depth_rate * index / total_blocks,
-                zero_init_residual=zero_init_residual,
-                name=f"conv{stage + 2}_block{b + 1}",
-            )
-            if block == "basic":
-                x = residual_block(x, int(round(filters * width_multiplier)), stride, **common)
-            else:
-                x = bottleneck_block(
-                    x, filters, stride, groups=groups,
-                    width_per_group=int(round(width_per_group * width_multiplier)), **common,
-                )
-    if variant == "v2":
-        x = batch_norm(x, variant, "post_bn")
-        x = keras.layers.Activation("relu", name="post_relu")(x)
-
-    head_dtype = None
-    if keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16"):
-        head_dtype = "float32"  # probabilities and logits stay float32 under mixed precision
-    if include_top:
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        if dropout:
-            x = keras.layers.Dropout(dropout, name="head_dropout")(x)
-        x = keras.layers.Dense(
-            classes, activation=classifier_activation, dtype=head_dtype, name="predictions"
-        )(x)
-    elif pooling == "avg":
-        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
-
-    inputs = source_inputs if source_inputs is not None else model_input
-    model = keras.Model(inputs, x, name=name or _default_name(depth, variant, groups,
-                                                               width_per_group, width_multiplier))
-    if weights is not None:
-        from resnet_tf.models.weights import load_weights
-
-        load_weights(model, weights, depth=depth, variant=variant, include_top=include_top,
-                     classes=classes)
+        x = adapter(x)
+    x = _head(_stages(_stem(x, spec), spec), spec)
+    model = ResNet(inputs, x, spec=spec, name=name or spec.default_name)
+    if source is not None:
+        load_weights(model, source)
     return model
 
 
-def _check_number(name, value, low, high, low_open=False):
-    """Raises ValueError unless `value` is a real number in [low, high) ((low, ...) if open)."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok:
-        ok = (value > low if low_open else value >= low) and (high is None or value < high)
-    if not ok:
-        bound = f"({low}, {high if high is not None else 'inf'})" if low_open else f"[{low}, {high})"
-        raise ValueError(f"{name} must be a number in {bound}. Received: {name}={value!r}")
+def _input(spec, input_tensor, input_shape):
+    """(the model's inputs, the tensor the network starts from)."""
+    channels_last = keras.config.image_data_format() == "channels_last"
+    if input_shape is None:
+        input_shape = spec.default_input_shape(channels_last)
+    if not isinstance(input_shape, (tuple, list)):
+        raise ValueError("input_shape must be a tuple (height, width, channels). Received: "
+                         f"input_shape={input_shape!r}")
+    if len(input_shape) != 3:
+        raise ValueError(
+            "input_shape must have 3 dimensions (height, width, channels). "
+            f"Received: input_shape={input_shape}"
+        )
+    min_size = spec.min_input_size
+    spatial = input_shape[:2] if channels_last else input_shape[1:]
+    if any(d is not None and d < min_size for d in spatial):
+        raise ValueError(
+            f"Input size must be at least {min_size}x{min_size} for this network. "
+            f"Received: input_shape={input_shape}"
+        )
+    if input_tensor is None:
+        x = keras.Input(shape=input_shape, name="input_layer")
+        return x, x
+    if keras.backend.is_keras_tensor(input_tensor):
+        return keras.utils.get_source_inputs(input_tensor), input_tensor
+    x = keras.Input(tensor=input_tensor, shape=input_shape)
+    return x, x
 
 
-def _default_name(depth, variant, groups, width_per_group, width_multiplier):
-    if groups > 1:
-        base = f"resnext{depth}_{groups}x{width_per_group}d"
-    elif width_multiplier != 1:
-        base = f"wide_resnet{depth}_{width_multiplier}"
+def _stem(x, spec):
+    variant, filters = spec.variant, spec.stage_filters[0]
+    if spec.stem == "cifar":
+        x = conv(x, filters, 3, variant=variant, name="conv1_conv")
+        if variant == "v2":
+            return x  # the first block pre-activates
+        return keras.layers.Activation("relu", name="conv1_relu")(
+            batch_norm(x, variant, "conv1_bn")
+        )
+    if spec.stem == "deep":
+        # ResNet-D: three 3x3 convolutions replace the 7x7.
+        for i, (f, s) in enumerate(((filters // 2, 2), (filters // 2, 1), (filters, 1)), 1):
+            x = conv(x, f, 3, s, variant=variant, name=f"conv1_{i}_conv")
+            x = batch_norm(x, variant, f"conv1_{i}_bn")
+            x = keras.layers.Activation("relu", name=f"conv1_{i}_relu")(x)
     else:
-        base = f"resnet{depth}"
-    return base + {"v1.5": "", "v1": "", "v2": "v2", "d": "d"}[variant]
+        # Explicit padding, as keras.applications and torchvision pad (3 each side).
+        x = keras.layers.ZeroPadding2D(3, name="conv1_pad")(x)
+        x = keras.layers.Conv2D(
+            filters, 7, strides=2, use_bias=variant == "v1",
+            kernel_initializer=kernel_initializer(), name="conv1_conv",
+        )(x)
+        if variant != "v2":
+            x = batch_norm(x, variant, "conv1_bn")
+            x = keras.layers.Activation("relu", name="conv1_relu")(x)
+    if variant == "v2":
+        # The raw convolution output is pooled: pad with -inf as torch does, not zeros.
+        return PaddedMaxPooling2D(3, strides=2, pad=1, name="pool1_pool")(x)
+    x = keras.layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    return keras.layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+
+
+def _stages(x, spec):
+    """The residual stages, each a row of `SPECS`; the first block of a later stage
+    halves the resolution."""
+    total, index = sum(spec.repeats), 0
+    for stage, (filters, count) in enumerate(zip(spec.stage_filters, spec.repeats)):
+        for b in range(count):
+            index += 1
+            common = dict(
+                variant=spec.variant,
+                shortcut=spec.shortcut,
+                se_ratio=spec.se_ratio,
+                stochastic_depth_rate=spec.stochastic_depth_rate * index / total,
+                zero_init_residual=spec.zero_init_residual,
+                name=f"conv{stage + 2}_block{b + 1}",
+            )
+            stride = 2 if (b == 0 and stage > 0) else 1
+            if spec.block == "basic":
+                x = residual_block(x, int(round(filters * spec.width_multiplier)), stride,
+                                   **common)
+            else:
+                width = int(round(spec.width_per_group * spec.width_multiplier))
+                x = bottleneck_block(x, filters, stride, groups=spec.groups,
+                                     width_per_group=width, **common)
+    if spec.variant == "v2":
+        x = batch_norm(x, spec.variant, "post_bn")
+        x = keras.layers.Activation("relu", name="post_relu")(x)
+    return x
+
+
+def _head(x, spec):
+    """The classifier, or the global pooling `spec.pooling` asks for."""
+    if spec.include_top:
+        head_dtype = None
+        if keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16"):
+            head_dtype = "float32"  # probabilities and logits stay float32 under mixed precision
+        x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+        if spec.dropout:
+            x = keras.layers.Dropout(spec.dropout, name="head_dropout")(x)
+        return keras.layers.Dense(spec.classes, activation=spec.classifier_activation,
+                                  dtype=head_dtype, name="predictions")(x)
+    if spec.pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if spec.pooling == "max":
+        return keras.layers.GlobalMaxPooling2D(name="max_pool")(x)
+    return x
 
 
 _STAGE_END = re.compile(r"^conv(\d+)_block(\d+)_out$")

@@ -25,6 +25,8 @@ import struct
 import keras
 import numpy as np
 
+from resnet_tf.models.spec import SPECS, spec_of
+
 _EXPECTED = "a torchvision or timm ResNet checkpoint (.pth, .pt or .safetensors)"
 # torch.save's legacy (pre-1.6, non-zip) format starts with this pickled number.
 _LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
@@ -159,7 +161,11 @@ def _first_line(error):
 
 
 def model_variant(model):
-    """The build_resnet variant of `model`, read from its layers."""
+    """The build_resnet variant of `model`: its spec's, or for a model saved before models
+    carried one, read from its layers."""
+    spec = spec_of(model)
+    if spec is not None:
+        return spec.variant
     names = [layer.name for layer in model.layers]
     if "post_bn" in names:
         return "v2"
@@ -321,8 +327,6 @@ def infer_architecture(state):
     Returns a dict with "depth" and, where they differ from the defaults, "variant",
     "groups", "width_per_group", "width_multiplier", "se_ratio" and "classes".
     """
-    from resnet_tf.models.resnet import SPECS
-
     v2 = "stem.conv.weight" in state
     pattern = re.compile(r"^stages\.(\d+)\.blocks\.(\d+)\." if v2 else r"^layer(\d+)\.(\d+)\.")
     blocks = {}

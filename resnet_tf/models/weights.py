@@ -12,25 +12,24 @@ import re
 import shutil
 import tempfile
 import warnings
-import zipfile
 
 import keras
 import numpy as np
 
-from resnet_tf.errors import WeightsDownloadError
-from resnet_tf.files import socket_timeout
 from resnet_tf.models import registry, torch_weights
 
-# keras.applications' published ResNet files (keras/src/applications/resnet.py,
-# BASE_WEIGHTS_PATH and WEIGHTS_HASHES): md5 of the include_top and the notop file.
-IMAGENET_URL = "https://storage.googleapis.com/tensorflow/keras-applications/resnet/"
-IMAGENET_HASHES = {
-    50: ("2cb95161c43110f7111970584f804107", "4d473c1dd8becc155b73f8504c6f6626"),
-    101: ("f1aeb4b969a6efcfb50fad2f0c20cfc5", "88cf7a10940856eca736dc7b7e228a21"),
-    152: ("100835be76be38e30d865e96f2aaae62", "ee4c566cf9a93f14d82f913c2dc6dd0c"),
-}
+# IMAGENET_*, imagenet_file, WeightsSource and file_format lived here before `registry`
+# and `sources` owned them; kept importable from here.
+from resnet_tf.models.registry import IMAGENET_HASHES, IMAGENET_URL, imagenet_file  # noqa: F401
+from resnet_tf.models.sources import (  # noqa: F401
+    EXPECTED,
+    WeightsSource,
+    file_format,
+    legacy_root,
+    resolve_weights,
+)
+from resnet_tf.models.spec import spec_of
 
-_EXPECTED = "expected None, 'imagenet' or a path to a .h5/.weights.h5/.keras file"
 _SAME_ARCHITECTURE = {
     "legacy": "a file saved from the same architecture "
     "(keras.applications files need variant='v1')",
@@ -41,21 +40,23 @@ _WEIGHT_NAMES = ("kernel", "bias", "gamma", "beta", "moving_mean", "moving_varia
 _CLASSIFIER = "predictions"
 
 
-def load_weights(model, weights, *, depth, variant, include_top=True, classes=1000):
+def load_weights(model, weights, *, depth=None, variant=None, include_top=True, classes=1000):
     """Load `weights` into a model built by `build_resnet`, all or nothing.
 
     Args:
         model: `keras.Model` built by `build_resnet` with the other arguments.
-        weights: None (nothing to load), "imagenet" (keras.applications' published
-            ResNet50/101/152 file: variant "v1" only, from the Keras cache or
-            downloaded), a registered name such as "torchvision:resnet50.IMAGENET1K_V2"
-            or "torchvision:IMAGENET1K_V2" (`registry`; from the Keras cache or
-            downloaded), or a path to a keras.applications / Keras 2 HDF5 file
-            (loaded by layer name), a Keras 3 `.weights.h5` file, a `.keras` file, or
-            a torchvision / timm checkpoint (`.pth`, `.pt`, `.safetensors`; see
+        weights: None (nothing to load), a `sources.WeightsSource`, "imagenet"
+            (keras.applications' published ResNet50/101/152 file: variant "v1" only,
+            from the Keras cache or downloaded), a registered name such as
+            "torchvision:resnet50.IMAGENET1K_V2" or "torchvision:IMAGENET1K_V2"
+            (`registry`; from the Keras cache or downloaded), or a path to a
+            keras.applications / Keras 2 HDF5 file (loaded by layer name), a Keras 3
+            `.weights.h5` file, a `.keras` file, a run folder (its best.keras), or a
+            torchvision / timm checkpoint (`.pth`, `.pt`, `.safetensors`; see
             `torch_weights`). The format is read from the file's content, not its suffix.
-        depth: int. The model's depth, for "imagenet" and error messages.
-        variant: str. The model's variant, for "imagenet" and error messages.
+        depth: int. The model's depth, for "imagenet" and error messages; read from
+            the model's `ResNetSpec` where it has one.
+        variant: str. The model's variant, likewise.
         include_top: bool. Whether the model has the "predictions" classifier; a
             file with one loads into a model without it.
         classes: int. The model's number of classes.
@@ -70,84 +71,20 @@ def load_weights(model, weights, *, depth, variant, include_top=True, classes=10
     """
     if weights is None:
         return model
-    loader = _Loader(model, weights, variant, classes)
-    if isinstance(weights, str) and weights == "imagenet":
-        if include_top and classes != 1000:
-            raise ValueError(
-                "weights='imagenet' with include_top=True loads a 1000-class classifier. "
-                f"Received: classes={classes}; expected classes=1000, or include_top=False "
-                "to load only the backbone."
-            )
-        path = imagenet_file(depth, variant, include_top)
-    elif registry.is_name(weights) and not os.path.exists(weights):
-        path, _ = registry.resolve_weights(weights, depth=depth, variant=variant,
-                                           **registry.architecture_of(model, depth))
-    else:
-        path = _existing_path(weights)
-    if torch_weights.checkpoint_format(path):  # torchvision and timm files
-        return torch_weights.load_torch_weights(model, path, include_top=include_top,
+    spec = spec_of(model)
+    if spec is not None:
+        variant, include_top, classes = spec.variant, spec.include_top, spec.classes
+        known = spec
+    else:  # a model saved before models carried their spec: its layers tell the rest
+        known = dict(depth=depth, variant=variant, include_top=include_top, classes=classes)
+        if model is not None and depth is not None:
+            known.update(registry.architecture_of(model, depth))
+    source = resolve_weights(weights, known)
+    if source.format in ("torch", "safetensors"):  # torchvision and timm files
+        return torch_weights.load_torch_weights(model, source.path, include_top=include_top,
                                                 classes=classes)
-    loader.load(path)
+    _Loader(model, source.weights, variant, classes).load(source.path, source.format)
     return model
-
-
-def imagenet_file(depth, variant="v1", include_top=True):
-    """Path of keras.applications' ImageNet file for `depth`, downloading it if needed.
-
-    Files are cached in `$KERAS_HOME/models` (default `~/.keras/models`), where
-    keras.applications keeps them too.
-    """
-    if variant != "v1" or depth not in IMAGENET_HASHES:
-        raise ValueError(
-            "ImageNet weights are published for variant='v1' with depth 50, 101 or 152 "
-            "(keras.applications' ResNet50/101/152). "
-            f"Received: weights='imagenet', depth={depth}, variant={variant!r}; expected "
-            "one of those combinations, or a path to a weights file."
-        )
-    suffix = "" if include_top else "_notop"
-    file_name = f"resnet{depth}_weights_tf_dim_ordering_tf_kernels{suffix}.h5"
-    url = IMAGENET_URL + file_name
-    cache_dir = _keras_home()
-    try:
-        with socket_timeout():
-            return keras.utils.get_file(
-                file_name,
-                url,
-                cache_subdir="models",
-                file_hash=IMAGENET_HASHES[depth][0 if include_top else 1],
-                cache_dir=cache_dir,
-            )
-    except Exception as error:  # noqa: BLE001 - any failure gets the same advice
-        # Keras words it "URL fetch failure on <url>: None -- <reason>"; the URL comes below.
-        reason = re.sub(r"^URL fetch failure on \S+ (None -- )?", "", _first_line(error))
-        raise WeightsDownloadError(
-            f"The ImageNet weights {file_name} are not in the Keras cache "
-            f"({os.path.join(cache_dir, 'models')}) and could not be downloaded "
-            f"({reason}); on a machine with internet download {url} and pass "
-            f"weights='/path/to/{file_name}'."
-        ) from None
-
-
-def _keras_home():
-    # Keras reads KERAS_HOME once, when it is imported; reading it here as well lets
-    # a notebook or a test point the cache elsewhere afterwards.
-    home = os.environ.get("KERAS_HOME")
-    if home:
-        return os.path.expanduser(home)
-    base = os.path.expanduser("~")
-    if not os.access(base, os.W_OK):
-        base = tempfile.gettempdir()  # Keras' own fallback
-    return os.path.join(base, ".keras")
-
-
-def _existing_path(weights):
-    try:
-        path = os.fspath(weights)
-    except TypeError:
-        raise ValueError(f"Unknown weights. Received: weights={weights!r}; {_EXPECTED}.") from None
-    if not os.path.isfile(path):
-        raise ValueError(f"weights file not found. Received: weights='{path}'; {_EXPECTED}.")
-    return path
 
 
 def _first_line(error):
@@ -161,34 +98,6 @@ def _short_name(name):
     if base in _WEIGHT_NAMES:
         return base
     return next((known for known in _WEIGHT_NAMES if base.endswith(known)), base)
-
-
-def file_format(path):
-    """'keras' (.keras archive), 'legacy' (Keras 2 HDF5), 'keras3' (.weights.h5) or None."""
-    if zipfile.is_zipfile(path):
-        return "keras"
-    import h5py
-
-    if not h5py.is_hdf5(path):
-        return None
-    with h5py.File(path, "r") as f:
-        if _legacy_root(f) is not None:
-            return "legacy"
-        if "layers" in f or "vars" in f:
-            return "keras3"
-    return None
-
-
-def _legacy_root(f):
-    """The group holding `layer_names`: the root, or `model_weights` in a full model."""
-    for group in (f, f.get("model_weights")):
-        if group is not None and _has_list_attr(group, "layer_names"):
-            return group
-    return None
-
-
-def _has_list_attr(group, name):
-    return name in group.attrs or f"{name}0" in group.attrs
 
 
 def _list_attr(group, name):
@@ -209,7 +118,7 @@ def _read_legacy(path):
 
     layers = {}
     with h5py.File(path, "r") as f:
-        root = _legacy_root(f)
+        root = legacy_root(f)
         for layer_name in _list_attr(root, "layer_names"):
             group = root[layer_name]
             names = _list_attr(group, "weight_names")
@@ -254,8 +163,8 @@ class _Loader:
         self.classes = classes
         self.file_format = "legacy"
 
-    def load(self, path):
-        kind = self.file_format = file_format(path)
+    def load(self, path, kind):
+        self.file_format = kind
         if kind == "keras3":
             self._load_keras_weights(path)
             return
@@ -267,7 +176,7 @@ class _Loader:
             raise ValueError(
                 f"weights file '{path}' is neither a keras.applications HDF5 file nor "
                 f"a Keras .weights.h5 or .keras file. Received: weights='{self.weights}'; "
-                f"{_EXPECTED}."
+                f"{EXPECTED}."
             )
         for variable, value in self._plan(stored):
             variable.assign(value)

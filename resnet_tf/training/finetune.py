@@ -6,95 +6,97 @@ unless flags say otherwise. With `--freeze-epochs N` the first N epochs train th
 classifier alone; then everything but BatchNorm trains at `--finetune-lr`.
 """
 
-import os
-
 import keras
 
 from resnet_tf.errors import ConfigError
-from resnet_tf.models import registry
-from resnet_tf.models.normalization import weights_preprocessing
+from resnet_tf.models import sources
 from resnet_tf.models.resnet import build_resnet
-from resnet_tf.runs import settings_beside
+from resnet_tf.models.spec import ARCHITECTURE, ResNetSpec, default_stem
 
-# The config fields a run folder's weights carry over to the run that starts from them.
-_ARCHITECTURE = ("depth", "variant", "stem", "shortcut", "groups", "width_per_group",
-                 "width_multiplier", "se_ratio")
 CLASSIFIER = "predictions"
 
 
 def weights_kind(weights):
     """"keras" for a `.keras` file or a run folder, "registry" for a registered name,
     "file" for any other weights file (torchvision, timm, keras.applications)."""
-    if os.path.isdir(weights) or (os.path.isfile(weights) and weights.endswith(".keras")):
-        return "keras"
-    if registry.is_name(weights) and not os.path.exists(weights):
-        return "registry"
-    if os.path.isfile(weights):
-        return "file"
-    raise ConfigError(f"--weights names nothing that exists. Received: --weights {weights}; "
-                      "expected a registered name (resnet_tf.models.registry.list_weights()), "
-                      "a weights file, a .keras file or a run folder.")
+    if isinstance(weights, sources.WeightsSource):
+        return weights.kind
+    try:
+        kind = sources.weights_kind(weights)
+    except ValueError:
+        kind = None
+    if kind not in ("keras", "registry", "file"):
+        raise ConfigError(f"--weights names nothing that exists. Received: --weights {weights}; "
+                          "expected a registered name (resnet_tf.models.registry.list_weights()), "
+                          "a weights file, a .keras file or a run folder.")
+    return kind
+
+
+def resolve(weights, known=None, download=False):
+    """The `sources.WeightsSource` of `--weights` given the architecture arguments known so
+    far; `ConfigError` if it names nothing."""
+    weights_kind(weights)
+    return sources.resolve_weights(weights, {k: v for k, v in (known or {}).items()
+                                             if k in ARCHITECTURE}, download=download)
 
 
 def weights_defaults(weights, depth=None):
-    """What the weights decide unless flags say otherwise: architecture and image size."""
-    kind = weights_kind(weights)
-    if kind == "keras":
-        config = settings_beside(os.path.join(weights, "best.keras") if os.path.isdir(weights)
-                                 else weights)
-        found = {k: config[k] for k in _ARCHITECTURE if config.get(k) is not None}
-        if config.get("image_size"):
-            found["image_size"] = config["image_size"]
-        return found
-    if kind == "registry":
-        entry = registry.get_weights(weights, depth=depth)
-        found = {**{k: v for k, v in entry.build.items() if k in _ARCHITECTURE},
-                 "image_size": entry.preprocessing.crop}
-    else:
-        from resnet_tf.models import torch_weights
+    """What the weights decide unless flags say otherwise: architecture and image size.
 
-        found = {}
-        if torch_weights.checkpoint_format(weights):
-            state = torch_weights.read_state_dict(weights)
-            found = {k: v for k, v in (torch_weights.infer_architecture(state) or {}).items()
-                     if k in _ARCHITECTURE}
-    # Published ImageNet weights have the ImageNet stem (the deep one for ResNet-D),
-    # whatever size the new data has.
-    found.setdefault("stem", "deep" if found.get("variant") == "d" else "imagenet")
+    A value equal to `build_resnet`'s default for the depth is left out: a run's config
+    spells that default None, so a resumed run compares equal.
+    """
+    source = resolve(weights, {"depth": depth})
+    found = {k: v for k, v in (source.architecture or {}).items() if k in ARCHITECTURE}
+    if "depth" in found:
+        defaults = ResNetSpec(found["depth"]).architecture()
+        found = {k: v for k, v in found.items()
+                 if k in ("depth", "stem") or v != defaults[k]}
+    if source.image_size:
+        found["image_size"] = source.image_size
+    if source.kind != "keras":
+        # Published ImageNet weights have the ImageNet stem (the deep one for ResNet-D),
+        # whatever size the new data has.
+        found.setdefault("stem", default_stem(found.get("depth"), found.get("variant"),
+                                              small_images=False))
     return found
 
 
 def build_from_weights(weights, *, depth, input_shape, classes, classifier_activation,
                        **kwargs):
     """A new `build_resnet` model whose every layer but the classifier comes from `weights`
-    (a registered name or a torchvision / timm / keras.applications file).
+    (a registered name, a torchvision / timm / keras.applications file, or its
+    `sources.WeightsSource`).
 
     Raises `ConfigError` when the weights do not fit the architecture, naming the first
     layer that differs; the preprocessing the weights were trained with goes into the model.
     """
-    preprocessing = weights_preprocessing(weights, depth, kwargs.get("variant"))
+    label = getattr(weights, "weights", weights)
     try:
-        backbone = build_resnet(depth, include_top=False, weights=weights, input_shape=input_shape,
-                                preprocessing=preprocessing, **kwargs)
+        source = resolve(weights, dict(depth=depth, **kwargs), download=True)
+        backbone = build_resnet(depth, include_top=False, weights=source, input_shape=input_shape,
+                                preprocessing=source.preprocessing, **kwargs)
     except ValueError as error:
-        raise ConfigError(f"--weights {weights} does not fit the network: {error}") from None
+        if isinstance(error, ConfigError):
+            raise
+        raise ConfigError(f"--weights {label} does not fit the network: {error}") from None
     model = build_resnet(depth, input_shape=input_shape, classes=classes,
                          classifier_activation=classifier_activation,
-                         preprocessing=preprocessing, **kwargs)
-    copy_backbone(backbone, model, weights)
+                         preprocessing=source.preprocessing, **kwargs)
+    copy_backbone(backbone, model, label)
     return model
 
 
 def build_from_model(source, weights, *, depth, input_shape, classes, classifier_activation,
                      **kwargs):
-    """Like `build_from_weights` from a loaded `.keras` model (a file or a run's best.keras)."""
-    preprocessing = None
-    if "weights_normalization" in {layer.name for layer in source.layers}:
-        preprocessing = source.get_layer("weights_normalization").get_config()
+    """Like `build_from_weights` from a loaded `.keras` model (a file or a run's best.keras);
+    `weights` is the argument it was loaded from (or its `sources.WeightsSource`), whose
+    input conversion the new model keeps."""
+    preprocessing = resolve(weights).preprocessing
     model = build_resnet(depth, input_shape=input_shape, classes=classes,
                          classifier_activation=classifier_activation,
                          preprocessing=preprocessing, **kwargs)
-    copy_backbone(source, model, weights)
+    copy_backbone(source, model, getattr(weights, "weights", weights))
     return model
 
 

@@ -104,3 +104,52 @@ def test_weights_of_another_architecture_name_the_layer(pretrained, target, tmp_
                        "--epochs", "1", *FAST, "--out", tmp_path / "r")
     assert result.returncode == 2
     assert "does not fit the network at layer" in error_line(result)
+
+
+# What the weights decide, in-process ---------------------------------------------------
+
+
+@pytest.mark.parametrize("weights, depth, found", [
+    ("torchvision:IMAGENET1K_V2", 50, {"depth": 50, "image_size": 224, "stem": "imagenet"}),
+    ("timm:resnet50d.a1_in1k", None,
+     {"depth": 50, "variant": "d", "image_size": 224, "stem": "deep"}),
+])
+def test_registered_weights_decide_architecture_and_size(weights, depth, found):
+    from resnet_tf.training.finetune import weights_defaults, weights_kind
+
+    assert weights_kind(weights) == "registry"
+    assert weights_defaults(weights, depth) == found
+
+
+def test_a_keras_file_without_run_decides_by_its_spec(tmp_path):
+    from resnet_tf import build_resnet
+    from resnet_tf.training.finetune import weights_defaults, weights_kind
+
+    build_resnet(20, variant="d", stem="cifar", classes=3).save(tmp_path / "m.keras")
+    assert weights_kind(str(tmp_path / "m.keras")) == "keras"
+    # The defaults of ResNet-20 (shortcut "A", groups 1, ...) stay unset, as flags leave them.
+    assert weights_defaults(str(tmp_path / "m.keras")) == {"depth": 20, "variant": "d",
+                                                           "stem": "cifar"}
+
+
+def test_weights_that_name_nothing_are_a_config_error():
+    from resnet_tf.errors import ConfigError
+    from resnet_tf.training.finetune import weights_defaults
+
+    with pytest.raises(ConfigError, match="--weights names nothing that exists"):
+        weights_defaults("imagenet")
+
+
+def test_build_from_model_keeps_the_input_conversion_and_the_backbone(tmp_path):
+    from resnet_tf import build_resnet
+    from resnet_tf.training.finetune import build_from_model
+
+    build_resnet(20, input_shape=(16, 16, 3), classes=3, preprocessing="caffe").save(
+        tmp_path / "m.keras")
+    source = keras.saving.load_model(tmp_path / "m.keras")
+    model = build_from_model(source, str(tmp_path / "m.keras"), depth=20,
+                             input_shape=(16, 16, 3), classes=2, classifier_activation=None)
+    assert model.get_layer("weights_normalization").mode == "caffe"
+    assert model.output_shape == (None, 2)
+    for name, kernel in _convs(model).items():
+        np.testing.assert_array_equal(kernel, _convs(source)[name])
