@@ -93,25 +93,53 @@ def _scores(predict, images, tta):
     if tta == "none":
         return np.asarray(predict(images), np.float32)
     images = np.asarray(images)
-    shifts = _SHIFTS if tta == "flip-shift" else _SHIFTS[:1]
     total = 0.0
-    for dy, dx, weight in shifts:
+    views = tta_views(images, tta)
+    for view, weight in views:
+        total = total + weight * np.asarray(predict(view), np.float32)
+    return total / sum(weight for _, weight in views)
+
+
+def tta_views(images, tta):
+    """The views of a batch that `tta` averages over, as `[(view, weight), ...]`.
+
+    The one definition of the views: `evaluate_model` scores them with the Keras model, and
+    the SavedModel's serving graph (`resnet_tf.export`) with the frozen network, so a served
+    model answers what the run measured. Backend-agnostic (`keras.ops`); `images` is
+    `[B, H, W, 3]` on the models' input scale (NumPy, or a tensor in a traced graph).
+    """
+    from keras import ops
+
+    views = []
+    for dy, dx, mirrored, weight in view_plan(tta):
         view = _shifted(images, dy, dx)
-        for each in (view, np.ascontiguousarray(view[:, :, ::-1])):
-            total = total + weight * np.asarray(predict(each), np.float32)
-    return total / (2 * sum(weight for _, _, weight in shifts))
+        views.append((ops.flip(view, axis=2) if mirrored else view, weight))
+    return views
+
+
+def view_plan(tta):
+    """`[(dy, dx, mirrored, weight), ...]`: the shift, mirroring and weight of each view."""
+    if tta not in TTA:
+        raise ValueError(f"Unknown tta. Received: tta={tta!r}; expected one of "
+                         f"{', '.join(repr(t) for t in TTA)}.")
+    if tta == "none":
+        return [(0, 0, False, 1.0)]
+    shifts = _SHIFTS if tta == "flip-shift" else _SHIFTS[:1]
+    return [(dy, dx, mirrored, weight) for dy, dx, weight in shifts for mirrored in (False, True)]
 
 
 def _shifted(images, dy, dx):
     """`images` moved so that `out[:, i, j] = images[:, i + dy, j + dx]`, black outside."""
+    from keras import ops
+
     if (dy, dx) == (0, 0):
         return images
-    height, width = images.shape[1:3]
-    out = np.empty_like(images)
-    out[...] = _BLACK.astype(images.dtype)
-    out[:, max(-dy, 0):height - max(dy, 0), max(-dx, 0):width - max(dx, 0)] = (
-        images[:, max(dy, 0):height - max(-dy, 0), max(dx, 0):width - max(-dx, 0)])
-    return out
+    black = ops.convert_to_tensor(_BLACK)
+    shape = ops.shape(images)
+    height, width = shape[1], shape[2]
+    # Pad by one pixel of black (zero after subtracting it), then cut the moved window.
+    padded = ops.pad(images - black, ((0, 0), (1, 1), (1, 1), (0, 0))) + black
+    return padded[:, 1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
 
 
 def _ratio(numerator, denominator):

@@ -78,7 +78,7 @@ def load_classifier(path, *, image_size=None, preset=None, classes_file=None, to
         path, image_size=image_size, preset=preset, classes_file=classes_file)
     module = ServingModule(
         inference_model(model), class_names=class_names, image_size=image_size,
-        preset=preset, top_k=min(top_k, len(class_names)))
+        preset=preset, top_k=min(top_k, len(class_names)))  # single view: --tta decides
     return Classifier(module.serve_bytes, class_names, image_size, preset, model, path)
 
 
