@@ -14,6 +14,8 @@ COMMANDS = {
     "predict": ("resnet_tf.cli.evaluate", "predict_main", "classify image files (resnet-predict)"),
     "explain": ("resnet_tf.cli.explain", "main",
                 "Grad-CAM heat maps and feature maps of image files (resnet-explain)"),
+    "prepare": ("resnet_tf.cli.prepare", "main",
+                "write an image folder as TFRecord shards (prepare DIR OUT --shards N)"),
     "list-weights": ("resnet_tf.cli.weights", "main",
                      "the registered pretrained weights, one per line"),
 }
@@ -22,7 +24,7 @@ ALIASES = {"list_weights": "list-weights"}
 
 
 def main(argv=None):
-    """`python -m resnet_tf {train,export,evaluate,predict,explain,list-weights} ...`. Returns the exit status."""
+    """`python -m resnet_tf {train,export,evaluate,predict,explain,prepare,list-weights} ...`. Returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ALIASES:
         argv[0] = ALIASES[argv[0]]

@@ -48,7 +48,9 @@ class Examples:
     """One split before preprocessing.
 
     `source` is cheap to shuffle (in-memory arrays, file names or encoded records) and
-    `to_image` turns one of its elements into `(uint8 image, int32 label)`.
+    `to_image` turns one of its elements into `(uint8 image, int32 label)`, or
+    `to_encoded` into `(encoded image bytes, int32 label)` (then training decodes JPEG
+    crops only: `preprocessing.preprocess_encoded_for_train`).
     """
 
     source: tf.data.Dataset
@@ -56,6 +58,7 @@ class Examples:
     to_image: Callable | None = None
     may_fail: bool = False
     shuffle_buffer: int | None = None
+    to_encoded: Callable | None = None
 
 
 def dataset_options(deterministic):

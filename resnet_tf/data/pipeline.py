@@ -34,9 +34,11 @@ from resnet_tf.data.preprocessing import (
     default_preset,
     normalize,
     pad_crop_flip,
+    preprocess_encoded_for_train,
     preprocess_for_eval,
     preprocess_for_train,
 )
+from resnet_tf.data.records import is_records_folder, read_manifest, record_splits
 from resnet_tf.data.synthetic import synthetic_data
 from resnet_tf.data.tfds import tfds_splits
 from resnet_tf.errors import DataError
@@ -131,7 +133,9 @@ def load_data(
         )
     val_split = val_split or None
     split_seed = seed if split_seed is None else split_seed
-    if data_dir is not None:
+    if is_records_folder(data_dir):
+        splits = _record_splits(data_dir, val_dir, val_split, split_seed)
+    elif data_dir is not None:
         splits = _folder_splits(data_dir, val_dir, val_split, split_seed, cache)
     elif dataset == "synthetic":
         return synthetic_data(
@@ -196,7 +200,12 @@ def _pipeline(
             examples.shuffle_buffer or examples.count, seed=seed, reshuffle_each_iteration=True
         )
     to_image = examples.to_image or (lambda image, label: (image, label))
-    if training and augment and preset == "cifar" and examples.to_image is None:
+    if examples.to_encoded is not None:
+        def to_image(*element):
+            encoded, label = examples.to_encoded(*element)
+            return decode_image(encoded), label
+    in_memory = examples.to_image is None and examples.to_encoded is None
+    if training and augment and preset == "cifar" and in_memory:
         ds = _zip_seeds(ds.batch(batch_size, drop_remainder=True), seed)
 
         def augment_batch(batch, batch_seed):
@@ -212,6 +221,10 @@ def _pipeline(
             ds = _zip_seeds(ds, seed)
 
             def prepare(element, image_seed):
+                if examples.to_encoded is not None:  # JPEG: decode the crop window only
+                    encoded, label = examples.to_encoded(*element)
+                    return preprocess_encoded_for_train(encoded, image_size, preset, image_seed,
+                                                        crop_padding), label
                 image, label = to_image(*element)
                 return preprocess_for_train(image, image_size, preset, image_seed,
                                             crop_padding), label
@@ -238,6 +251,29 @@ def _zip_seeds(ds, seed):
     """
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     return tf.data.Dataset.zip(ds, seeds)
+
+
+def _record_splits(data_dir, val_dir, val_split, split_seed):
+    """TFRecord shards (`resnet_tf.data.records`); `val_dir` may be prepared shards too."""
+    train, val, class_names = record_splits(data_dir, None if val_dir else val_split, split_seed)
+    if val_dir is not None:
+        if not is_records_folder(val_dir):
+            raise DataError(f"--val-dir must be prepared shards too when --data-dir is. Received: "
+                            f"--val-dir '{val_dir}' without a manifest.json; expected the output "
+                            "of `python -m resnet_tf prepare`.")
+        val, _, val_names = record_splits(val_dir, None, split_seed)
+        if val_names != class_names:
+            raise DataError(f"Validation shards '{val_dir}' must have the classes of "
+                            f"'{data_dir}'. Received: {val_names}; expected {class_names}.")
+    manifest = read_manifest(data_dir)
+    return train, val, class_names, manifest.get("image_size"), len(manifest["skipped_indices"])
+
+
+def native_square_size(files):
+    """The side of the square size most of `files` have (from a sample of headers), else None."""
+    _, sizes = _sample_sizes(files)
+    common, _ = _common_size(sizes)
+    return int(common[0]) if common and common[0] == common[1] else None
 
 
 def _folder_splits(data_dir, val_dir, val_split, split_seed, cache):
@@ -469,9 +505,9 @@ def _warn_skipped(files, roots, ok):
 
 def _stream_files(files, labels):
     def read(path, label):
-        return decode_image(tf.io.read_file(path)), label
+        return tf.io.read_file(path), label
 
     source = tf.data.Dataset.from_tensor_slices((files, labels))
-    return Examples(source, len(files), to_image=read, may_fail=True)
+    return Examples(source, len(files), to_encoded=read, may_fail=True)
 
 
