@@ -27,6 +27,7 @@ from resnet_tf.data import (
     load_data,
     preprocess_for_eval,
 )
+from resnet_tf.data.records import is_records_folder, record_splits
 from resnet_tf.data.tfds import tfds_eval_split
 from resnet_tf.errors import EvaluationError
 from resnet_tf.export.checkpoint import load_checkpoint
@@ -176,7 +177,11 @@ def evaluate(classifier, *, data_dir=None, dataset=None, split="test", tfds_dir=
                               ".keras file or a run folder.")
     if hold_out:
         return _evaluate_hold_out(classifier, tfds_dir, batch_size, tta, errors)
-    if data_dir is not None:
+    if is_records_folder(data_dir):  # `python -m resnet_tf prepare` shards: every record
+        records, _, class_names = record_splits(data_dir, None, 0)
+        source, total = records.source, records.count
+        described = f"shards '{data_dir}'"
+    elif data_dir is not None:
         files, labels, class_names = list_image_folder(data_dir)
         source = tf.data.Dataset.from_tensor_slices((files, labels)).map(
             lambda f, label: (tf.io.read_file(f), label))

@@ -130,3 +130,17 @@ def test_prepare_refuses_what_it_would_overwrite(folder, tmp_path, capsys):
     prepare_records(folder, tmp_path / "done", 2, log=lambda line: None)
     assert cli_main(["prepare", folder, str(tmp_path / "done"), "--shards", "3"]) == 2
     assert "already holds shards of another preparation" in capsys.readouterr().err
+
+
+def test_resnet_evaluate_reads_shards_like_the_folder(folder, tmp_path, tiny_resnet):
+    from resnet_tf.evaluation.evaluate import evaluate, load_classifier
+
+    prepare_records(folder, tmp_path / "shards", 2, log=lambda line: None)
+    model = tiny_resnet(classes=3, size=12)
+    model.save(tmp_path / "m.keras")
+    (tmp_path / "classes.txt").write_text("cat\ndog\nfish\n")
+    classifier = load_classifier(str(tmp_path / "m.keras"), image_size=12, preset="cifar")
+    on_shards = evaluate(classifier, data_dir=str(tmp_path / "shards"))
+    on_folder = evaluate(classifier, data_dir=folder)
+    assert on_shards["examples"] == on_folder["examples"] == 30
+    assert on_shards["confusion_matrix"] == on_folder["confusion_matrix"]
