@@ -16,6 +16,8 @@ COMMANDS = {
                 "Grad-CAM heat maps and feature maps of image files (resnet-explain)"),
     "prepare": ("resnet_tf.cli.prepare", "main",
                 "write an image folder as TFRecord shards (prepare DIR OUT --shards N)"),
+    "data-service": ("resnet_tf.cli.data_service", "main",
+                     "run tf.data service workers for train.py --data-service"),
     "list-weights": ("resnet_tf.cli.weights", "main",
                      "the registered pretrained weights, one per line"),
 }
@@ -24,7 +26,7 @@ ALIASES = {"list_weights": "list-weights"}
 
 
 def main(argv=None):
-    """`python -m resnet_tf {train,export,evaluate,predict,explain,prepare,list-weights} ...`. Returns the exit status."""
+    """`python -m resnet_tf {train,export,evaluate,predict,explain,prepare,data-service,list-weights} ...`. Returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in ALIASES:
         argv[0] = ALIASES[argv[0]]
