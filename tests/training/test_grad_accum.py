@@ -17,10 +17,11 @@ def _model():
     return model
 
 
-# Measured: SGD agrees within 1e-6; AdamW within 4e-6, as its first step moves each weight by
-# about lr (0.1) whatever the gradient's size, which magnifies the float32 rounding of sums
-# taken in another order.
-@pytest.mark.parametrize("name, tolerance", [("sgd", 1e-6), ("adamw", 1e-5)])
+# Measured: within 1e-6 with SGD (Nesterov momentum, decoupled decay). Adam's first step
+# moves each weight by about lr times the sign of its gradient, so a weight whose gradient
+# is ~0 moves by +-lr on float32 rounding alone (7.6e-5 differences between two runs of the
+# same AdamW comparison): no tolerance tests the accumulation there.
+@pytest.mark.parametrize("name, tolerance", [("sgd", 1e-6)])
 def test_four_micro_batches_give_the_update_of_one_batch_four_times_larger(name, tolerance):
     rng = np.random.default_rng(0)
     images = rng.normal(size=(16, 8, 8, 3)).astype("float32")
