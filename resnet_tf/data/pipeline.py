@@ -37,6 +37,7 @@ from resnet_tf.data.preprocessing import (
     preprocess_encoded_for_train,
     preprocess_for_eval,
     preprocess_for_train,
+    resize_to,
 )
 from resnet_tf.data.records import is_records_folder, read_manifest, record_splits
 from resnet_tf.data.synthetic import synthetic_data
@@ -57,6 +58,7 @@ def load_data(
     val_dir=None,
     val_split=None,
     image_size=None,
+    train_size=None,
     batch_size=128,
     seed=0,
     split_seed=None,
@@ -86,7 +88,12 @@ def load_data(
             TFDS, no `validation`/`test` split) exists. `None` or 0: no validation set.
         image_size: optional int. Output height and width; `None` uses the images' own
             size when more than half of them share one square size (the others are resized
-            to it, with a warning naming them), else 224.
+            to it, with a warning naming them), else 224. Validation images (and, without
+            `train_size`, training images) come out at this size.
+        train_size: optional int. Size of the training crops when it should differ from
+            `image_size` (train/test resolution, FixRes: torchvision's `--train-crop-size`,
+            e.g. 176 for evaluation at 224). The "imagenet" preset's random-resized crop
+            is resized to it; the "cifar" preset's padded crop is.
         batch_size: int. Examples per batch.
         seed: int. Fixes the shuffle and augmentation when `deterministic`, and the
             validation split when `split_seed` is None.
@@ -123,6 +130,8 @@ def load_data(
     augmentation = check_augmentation(augment, mixup, cutmix, random_erasing, crop_padding)
     if image_size is not None:
         check_positive_int("image_size", image_size)
+    if train_size is not None:
+        check_positive_int("train_size", train_size)
     if preset is not None:
         check_preset(preset)
     if val_split is not None and not (
@@ -153,6 +162,12 @@ def load_data(
     train, val, class_names, native_size, skipped = splits
     image_size = image_size or native_size or _DEFAULT_IMAGE_SIZE
     preset = preset or default_preset(image_size)
+    train_size = train_size or image_size
+    for name, size in (("train_size", train_size), ("image_size", image_size)):
+        if native_size and size > native_size:
+            raise DataError(f"{name} is larger than the images. Received: {name}={size} for "
+                            f"images of {native_size}x{native_size}; expected at most "
+                            f"{native_size} (upscaled crops only blur).")
     train_count = train.count if train else 0
     if train_count < batch_size:
         raise DataError(
@@ -174,11 +189,13 @@ def load_data(
             augment=augmentation.crop_flip,
             crop_padding=augmentation.crop_padding,
             after=batch_augmenter(augmentation, len(class_names)),  # issue 13
+            train_size=train_size,
             **build,
         ),
         val=None if val is None else _pipeline(val, training=False, augment=False, **build),
         class_names=list(class_names),
         image_size=image_size,
+        train_size=train_size,
         preset=preset,
         train_examples=train.count,
         val_examples=0 if val is None else val.count,
@@ -189,11 +206,15 @@ def load_data(
 
 def _pipeline(
     examples, *, training, augment, image_size, preset, batch_size, seed, deterministic, after=None,
-    crop_padding=CIFAR_PAD,
+    crop_padding=CIFAR_PAD, train_size=None,
 ):
     # `after`: an optional `augment.BatchAugmenter`, run on every batch after the crop and
     # flip; it normalizes (issue 13).
     seed = seed if deterministic else None
+    train_size = train_size or image_size
+    # The cifar preset crops at the image size, then resizes; the imagenet preset's
+    # random-resized crop is made at the training size directly.
+    crop_size = train_size if preset == "imagenet" else image_size
     ds = examples.source
     if training:
         ds = ds.shuffle(
@@ -210,7 +231,8 @@ def _pipeline(
 
         def augment_batch(batch, batch_seed):
             images, labels = batch
-            images = pad_crop_flip(images, image_size, batch_seed, crop_padding)
+            images = resize_to(pad_crop_flip(images, image_size, batch_seed, crop_padding),
+                               train_size)
             if after is not None:  # issue 13: the same seed, folded, for what comes after
                 return after(images, labels, batch_seed)
             return normalize(images), labels
@@ -223,11 +245,11 @@ def _pipeline(
             def prepare(element, image_seed):
                 if examples.to_encoded is not None:  # JPEG: decode the crop window only
                     encoded, label = examples.to_encoded(*element)
-                    return preprocess_encoded_for_train(encoded, image_size, preset, image_seed,
-                                                        crop_padding), label
+                    return resize_to(preprocess_encoded_for_train(
+                        encoded, crop_size, preset, image_seed, crop_padding), train_size), label
                 image, label = to_image(*element)
-                return preprocess_for_train(image, image_size, preset, image_seed,
-                                            crop_padding), label
+                return resize_to(preprocess_for_train(image, crop_size, preset, image_seed,
+                                                      crop_padding), train_size), label
         else:
 
             def prepare(*element):

@@ -175,6 +175,16 @@ def pad_crop_flip(images, image_size, seed, crop_padding=CIFAR_PAD):
     return tf.gather(images, cols, axis=2, batch_dims=1)
 
 
+def resize_to(images, size):
+    """`[..., H, W, C]` images (float32) resized to `size` x `size`; as they are when they
+    have that size already (checked when the graph is built)."""
+    if tuple(images.shape[-3:-1]) == (size, size):
+        return images
+    resized = tf.image.resize(images, [size, size], antialias=True)
+    resized.set_shape([*images.shape[:-3], size, size, images.shape[-1]])
+    return resized
+
+
 def _resize(image, height, width):
     """Bilinear resize of `[..., H, W, 3]` to float32, skipped when the size already matches."""
     if isinstance(height, int) and tuple(image.shape[-3:-1]) == (height, width):
