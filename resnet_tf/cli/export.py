@@ -18,7 +18,7 @@ from resnet_tf.export.tflite import (
     sidecar_path,
 )
 from resnet_tf.metrics import TTA, TTA_DESCRIPTIONS
-from resnet_tf.runs import hold_out_seed, settings_beside
+from resnet_tf.runs import hold_out_seed, settings_beside, temperature_beside
 
 _PROG = "resnet-export"
 
@@ -61,6 +61,7 @@ def main(argv=None):
         model, class_names, image_size, preset, run_dir = load_checkpoint(
             args.source, image_size=args.image_size, preset=args.preset, classes_file=args.classes)
         tta = args.tta or serving_tta(args.source)
+        temperature = temperature_beside(args.source)
         export_dir = args.export_dir or os.path.join(
             run_dir or os.path.dirname(os.path.abspath(args.source)), "export", model.name)
         check_export_dir(export_dir)
@@ -71,11 +72,13 @@ def main(argv=None):
         path = export_serving_model(
             model, export_dir, class_names=class_names, image_size=image_size, preset=preset,
             version=args.version, top_k=args.top_k, fold_batchnorm=not args.no_fold_batchnorm,
-            precision=args.precision, tta=tta,
+            precision=args.precision, tta=tta, temperature=temperature,
         )
         print(path)
         print(f"{_PROG}: serving_default and serving_pixels answer with {TTA_DESCRIPTIONS[tta]} "
-              f"(--tta {tta}).", file=sys.stderr, flush=True)
+              f"(--tta {tta})" + (f", probabilities calibrated by the run's temperature "
+                                  f"{temperature:.3f}" if temperature else "") + ".",
+              file=sys.stderr, flush=True)
         for written in write_tflite():
             print(written)
     except ValueError as error:  # ExportError, DataError: messages written for the user

@@ -39,7 +39,7 @@ from resnet_tf.export.savedmodel import (
     latest_version_dir,
 )
 from resnet_tf.metrics import evaluate_model
-from resnet_tf.runs import default_class_names, hold_out_seed, settings_beside
+from resnet_tf.runs import default_class_names, hold_out_seed, settings_beside, temperature_beside
 
 
 @dataclasses.dataclass
@@ -79,7 +79,8 @@ def load_classifier(path, *, image_size=None, preset=None, classes_file=None, to
         path, image_size=image_size, preset=preset, classes_file=classes_file)
     module = ServingModule(
         inference_model(model), class_names=class_names, image_size=image_size,
-        preset=preset, top_k=min(top_k, len(class_names)))  # single view: --tta decides
+        preset=preset, top_k=min(top_k, len(class_names)),  # single view: --tta decides
+        temperature=temperature_beside(path))  # the run's calibration, as its export has
     return Classifier(module.serve_bytes, class_names, image_size, preset, model, path)
 
 
@@ -221,7 +222,8 @@ def evaluate(classifier, *, data_dir=None, dataset=None, split="test", tfds_dir=
             return classifier.serve(image_bytes)["probabilities"]
     batches = (source.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    result = evaluate_model(model, batches, class_names, tta=tta, on_batch=errors)
+    result = evaluate_model(model, batches, class_names, tta=tta, on_batch=errors,
+                            temperature=_temperature(classifier))
     result.update(model=classifier.path, data=described,
                   skipped_files=0 if total is None else total - result["examples"])
     return result
@@ -248,10 +250,16 @@ def _evaluate_hold_out(classifier, tfds_dir, batch_size, tta, errors):
                               f"(--val-split 0 on {source}); expected a run with a hold-out.")
     batches = data.val.unbatch().batch(batch_size)
     result = evaluate_model(classifier.keras_model, batches, data.class_names, tta=tta,
+                            temperature=_temperature(classifier),
                             on_batch=errors)
     result.update(model=classifier.path, skipped_files=0,
                   data=f"the hold-out of {source} (split seed {hold_out_seed(stored)})")
     return result
+
+
+def _temperature(classifier):
+    """The run's calibration for a Keras model (a SavedModel applies its own inside)."""
+    return None if classifier.keras_model is None else temperature_beside(classifier.path)
 
 
 def format_metrics(metrics, max_matrix_classes=20):
@@ -264,6 +272,8 @@ def format_metrics(metrics, max_matrix_classes=20):
         + (f", {metrics['skipped_files']} unreadable skipped)" if metrics["skipped_files"] else ")"),
         f"top-1 accuracy: {metrics['top1']:.4f}",
         f"top-5 accuracy: {metrics['top5']:.4f}",
+        *([f"calibration error (ECE, {metrics['reliability']['bins']} bins): "
+           f"{metrics['ece']:.4f}"] if "ece" in metrics else []),
         "",
         f"{'class':<{width}}  precision  recall  support",
     ]

@@ -75,6 +75,7 @@ def export_serving_model(
     max_image_pixels=MAX_IMAGE_PIXELS,
     marker=None,
     tta="none",
+    temperature=None,
 ):
     """Write `model` as version `version` of a TF Serving model base path.
 
@@ -103,6 +104,9 @@ def export_serving_model(
             preprocessed image in the graph and their outputs averaged before the top k;
             signatures and outputs stay the same. Recorded in the SavedModel (`tta`) and
             in `assets.extra/resnet_tf_serving.json`.
+        temperature: optional float > 0. Calibrated probabilities: the log-probabilities
+            (or logits) are divided by it before the softmax (`train.py --calibrate`).
+            The ranking, and so the classes returned, is unchanged.
 
     Returns:
         str. The version folder that was written.
@@ -116,6 +120,10 @@ def export_serving_model(
     if tta not in TTA:
         raise ExportError(f"Unknown tta. Received: tta={tta!r}; expected one of "
                           f"{', '.join(TTA)}.")
+    if temperature is not None and not (isinstance(temperature, (int, float))
+                                        and 0 < temperature < float("inf")):
+        raise ExportError(f"temperature must be a positive number. Received: "
+                          f"temperature={temperature!r}; expected e.g. 1.3, or None.")
 
     export_base_dir = os.fspath(export_base_dir)
     check_output_folder(export_base_dir, "export_base_dir")
@@ -135,7 +143,7 @@ def export_serving_model(
         inference_model(model, fold_batchnorm=fold_batchnorm, precision=precision),
         class_names=class_names, image_size=image_size, preset=preset,
         top_k=min(top_k, classes), max_image_bytes=max_image_bytes,
-        max_image_pixels=max_image_pixels, tta=tta,
+        max_image_pixels=max_image_pixels, tta=tta, temperature=temperature,
     )
     # A server polling the base path only loads purely numeric folders, and the rename
     # is atomic, so it never sees a half-written version.
@@ -147,7 +155,8 @@ def export_serving_model(
         os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
         with open(os.path.join(tmp, SERVING_INFO), "w") as f:
             json.dump({"tta": tta, "views": len(view_plan(tta)),
-                       "description": TTA_DESCRIPTIONS[tta], "precision": precision}, f)
+                       "description": TTA_DESCRIPTIONS[tta], "precision": precision,
+                       "temperature": temperature}, f)
         if marker is not None:
             with open(os.path.join(tmp, "assets.extra", "resnet_tf_run.json"), "w") as f:
                 json.dump(marker, f)
@@ -322,7 +331,7 @@ class ServingModule(tf.Module):
 
     def __init__(self, model, *, class_names, image_size, preset, top_k,
                  max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_IMAGE_PIXELS,
-                 tta="none"):
+                 tta="none", temperature=None):
         super().__init__(name="resnet_serving")
         network = frozen_network(model, image_size)
         self.class_names = tf.Variable(class_names, trainable=False, name="class_names")
@@ -341,7 +350,11 @@ class ServingModule(tf.Module):
                                 [len(views), tf.shape(images)[0], len(class_names)])
             weights = tf.constant([w for _, w in views], tf.float32) / sum(w for _, w in views)
             scores = tf.tensordot(weights, scores, axes=1)
-            scores = tf.nn.softmax(scores) if logits else scores
+            if temperature:  # calibrated: log-probabilities (or logits) over T
+                scores = scores if logits else tf.math.log(tf.maximum(scores, 1e-30))
+                scores = tf.nn.softmax(scores / temperature)
+            elif logits:
+                scores = tf.nn.softmax(scores)
             top_scores, top_classes = tf.math.top_k(scores, k=top_k)
             return {
                 "probabilities": scores,

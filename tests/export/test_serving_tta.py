@@ -102,3 +102,33 @@ def test_command_defaults_to_the_runs_tta_and_says_so(model, tmp_path, capsys):
     assert "flip test-time augmentation (2 views) (--tta flip)" in captured.err
     assert export_cli.main([run, "--export-dir", str(tmp_path / "e"), "--tta", "none"]) == 0
     assert tf.saved_model.load(str(tmp_path / "e" / "2")).tta.numpy().decode() == "none"
+
+
+def test_a_calibrated_export_serves_the_temperature_scaled_probabilities(model, pixels, tmp_path):
+    from resnet_tf.metrics import probabilities
+
+    plain = _evaluated_scores(model, pixels, "flip")
+    loaded = tf.saved_model.load(export_serving_model(
+        model, tmp_path, class_names=CLASSES, image_size=SIZE, preset="cifar", tta="flip",
+        temperature=2.5))
+    served = loaded.signatures["serving_pixels"](images=tf.constant(pixels))
+    np.testing.assert_allclose(served["probabilities"].numpy(), probabilities(plain, 2.5),
+                               atol=TOLERANCE)
+    assert served["classes"].numpy()[:, 0].tolist() == plain.argmax(axis=1).tolist()
+
+
+def test_a_runs_temperature_goes_into_its_export_and_into_predictions(model, pixels, tmp_path):
+    from resnet_tf.evaluation.evaluate import load_classifier
+
+    run = _run_folder(model, tmp_path / "run", tta="none")
+    with open(os.path.join(run, "calibration.json"), "w") as f:
+        json.dump({"temperature": 1.7}, f)
+    with open(os.path.join(export_run(run), SERVING_INFO)) as f:
+        assert json.load(f)["temperature"] == 1.7
+    served = load_classifier(os.path.join(run, "best.keras")).serve(
+        tf.constant([tf.io.encode_png(p).numpy() for p in pixels[:2]]))
+    from resnet_tf.metrics import probabilities
+
+    sharp = _evaluated_scores(model, pixels[:2], "none")
+    np.testing.assert_allclose(served["probabilities"].numpy(), probabilities(sharp, 1.7),
+                               atol=TOLERANCE)  # resnet-predict answers calibrated too
