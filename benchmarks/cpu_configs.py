@@ -30,8 +30,9 @@ profiler, with oneDNN on and off.
 Workers of one network and precision run in groups of a few processes (memory); each
 group has its own "TF defaults" worker, and every ratio is the median of per-round
 ratios against the defaults of the same group (run.py's interleaving). The report goes
-into benchmarks/results/CPU_CONFIGS.md as this machine kind's section (others are kept)
-and ends with the `resnet_tf.training.cpu_tuning.CHOICES` row the numbers support.
+to benchmarks/results/cpu_configs_<machine kind>.json (one file per kind, which a run of
+that kind replaces) and ends with the `resnet_tf.training.cpu_tuning.CHOICES` row the
+numbers support.
 """
 
 import argparse
@@ -43,18 +44,12 @@ import tempfile
 import time
 
 import report
+import results_json
 import run
 from report import BF16, MODEL_TITLE
-from run import CACHE, HERE, MODES, TRAIN_BATCH, TRAIN_MODELS, log, median
+from run import CACHE, MODES, TRAIN_BATCH, TRAIN_MODELS, log, median
 
-OUT = os.path.join(HERE, "results", "CPU_CONFIGS.md")
 TITLE = "TensorFlow CPU settings for training, side by side"
-PREAMBLE = (
-    "Written by `python benchmarks/cpu_configs.py` (issue 15): resnet_tf training img/s with "
-    "one TensorFlow setting changed at a time from the defaults, then the winners combined, "
-    "against PyTorch in the same interleaved rounds. One section per machine kind (by CPU "
-    "features, `resnet_tf.training.cpu_tuning.machine_kind`); a run replaces its own kind's "
-    "section. `resnet_tf.training.cpu_tuning.CHOICES` holds the chosen row per kind.")
 MODES = {**MODES, "modest": dict(reps=3, warmup=1, target_s=2.0, profile_steps=2)}
 GROUP = {"resnet50": 3, "resnet18_cifar": 4, "resnet20": 6}  # processes alive at once
 SPE = {"resnet50": 2, "resnet18_cifar": 2, "resnet20": 8}
@@ -354,8 +349,8 @@ def main(argv=None):
     parser.add_argument("--threshold", type=float, default=0.03,
                         help="a setting wins when it is this much faster than the defaults")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
-    parser.add_argument("--out", help=f"report (default: {os.path.relpath(OUT)}, this machine "
-                        "kind's section; --quick: the cache folder)")
+    parser.add_argument("--out", help="result file, JSON (default: benchmarks/results/"
+                        "cpu_configs_<machine kind>.json; --quick: the cache folder)")
     parser.add_argument("--note", help="a paragraph for the report (how the run was made)")
     parser.add_argument("--render", metavar="RESULTS_JSON", action="append",
                         help="only write the report from a run's results.json (also a run "
@@ -367,7 +362,7 @@ def main(argv=None):
         if args.note:
             results["note"] = args.note
         results["choice"], results["choice_note"] = choose(results, results["threshold"])
-        write(results, args.out or OUT, quick=results["mode"] == "quick" and not args.out)
+        write(results, args.out or run.result_path("cpu_configs", results))
         return 0
     mode_name = "quick" if args.quick else "modest"
     mode = dict(MODES[mode_name])
@@ -388,9 +383,9 @@ def main(argv=None):
         parser.error(f"--models: unknown {bad}; expected some of {', '.join(TRAIN_MODELS)}")
     cap = run.emulate_isa_cap()
     machine = run.machine()
-    from resnet_tf.training.distribute import _cpu_flags
+    from resnet_tf.training.distribute import cap_cpu_flags
 
-    flags = _cpu_flags()  # as oneDNN uses them: ONEDNN_MAX_CPU_ISA counts
+    flags = cap_cpu_flags(_cpu_flag_list(), cap)  # as oneDNN uses them: ONEDNN_MAX_CPU_ISA counts
     bf16 = bool(flags & {"avx512_bf16", "amx_bf16"})
     precisions = (args.precisions.split(",") if args.precisions
                   else ["float32"] + ([BF16] if bf16 else []))
@@ -406,7 +401,8 @@ def main(argv=None):
                    flags_absent=[f for f in shown if f not in flags],
                    flags_all=_cpu_flag_list(),
                    mode=mode_name, reps=mode["reps"], target_s=mode["target_s"],
-                   threshold=args.threshold, comparisons={}, note=args.note, isa_cap=cap)
+                   threshold=args.threshold, comparisons={}, note=args.note, isa_cap=cap,
+                   command=results_json.command_line())
     for model in models:
         for precision in precisions:
             variants = settings(model, precision)
@@ -458,7 +454,8 @@ def main(argv=None):
     results["choice"], results["choice_note"] = choose(results, args.threshold)
     results.update(load_end=os.getloadavg()[0], seconds=time.time() - begin)
     _save(results, log_dir)
-    out = args.out or (os.path.join(log_dir, "CPU_CONFIGS-quick.md") if args.quick else OUT)
+    out = args.out or (os.path.join(log_dir, "cpu_configs-quick.json") if args.quick
+                       else run.result_path("cpu_configs", results))
     write(results, out)
     log(f"wrote {out} ({(time.time() - begin) / 60:.1f} min)")
     return 0
@@ -488,17 +485,15 @@ def joined(paths):
     return results
 
 
-def write(results, out, quick=False):
+def write(results, out):
+    """The markdown report, printed and written to `out` as a result file (JSON)."""
     body = render(results)
-    section = run.section_kind(results["kind"], results.get("isa_cap"))
-    if os.path.abspath(out) == OUT and not quick:
-        text = report.merge_machine_section(out, TITLE, PREAMBLE, section, body,
-                                            order=results["machine"].get("kinds", ()))
-    else:
-        text = f"# {TITLE}\n\n## Machine kind: {section}\n\n{body}"
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        f.write(text)
+    kind = run.section_kind(results["kind"], results.get("isa_cap"))
+    _, tables, notes = results_json.from_markdown(body)
+    m = results["machine"]
+    results_json.write(out, results_json.result(
+        f"{TITLE}: {kind}", "speed", results.get("command", "python benchmarks/cpu_configs.py"),
+        tables, notes, machine=f"{m['cpu']}, {m['cores']} cores ({kind})", date=results["date"]))
     print(body)
 
 

@@ -3,6 +3,7 @@
     mkdir -p /tmp/cifar && tar xzf ../shared/data/cifar10/train.tar.gz -C /tmp/cifar
     python benchmarks/pipeline_overhead.py                      # 60 steps x 3 rounds
     python benchmarks/pipeline_overhead.py --steps 20 --rounds 2 --policies basic,randaugment
+    python benchmarks/pipeline_overhead.py --out benchmarks/results/pipeline.json
 
 What it measures, as benchmarks/run.py's input-pipeline part does: `model.fit` of ResNet-20
 (batch 128, train.py's auto precision, categorical cross-entropy on one-hot labels) on
@@ -23,7 +24,6 @@ the share of the cores it takes from the model when both are busy. For reference
 """
 
 import argparse
-import json
 import os
 import statistics
 import tarfile
@@ -93,7 +93,8 @@ def main():
                         help="skip keras.layers.RandAugment's pipeline-alone reference")
     parser.add_argument("--keras-reference-training", action="store_true",
                         help="also train on keras.layers.RandAugment's pipeline")
-    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--out", help="also write the result file (JSON) here, e.g. "
+                        "benchmarks/results/pipeline.json")
     args = parser.parse_args()
     unknown = set(args.policies.split(",")) - set(POLICIES)
     if unknown:
@@ -202,9 +203,6 @@ def main():
     synthetic = [pair[1] for label in policies for pair in times[label]]
     synthetic_ips = args.batch / median(s[0] for s in synthetic)
     model_cpu = median(s[1] for s in synthetic) / args.batch  # CPU s per image, no input cost
-    results = dict(precision=precision, batch=args.batch, steps=args.steps, rounds=args.rounds,
-                   cpus=os.cpu_count(), load=median(loads), synthetic_img_s=synthetic_ips,
-                   model_cpu_ms_per_img=1e3 * model_cpu, policies={})
     rows = []
     for label in alone:
         row = dict(info.get(label, {}))
@@ -219,32 +217,34 @@ def main():
             row.update(train_img_s=args.batch / median(p[0] for p, _ in times[label]),
                        throughput_ratio=median(wall), overhead=1 - median(wall),
                        ratio_range=(min(wall), max(wall)), cpu_overhead=1 - median(cpu))
-        results["policies"][label] = row
         rows.append((label, row))
 
-    print()
-    print(f"ResNet-20 @32, batch {args.batch}, {precision}, {os.cpu_count()} CPUs, load "
-          f"average {median(loads):.1f}; synthetic in memory: {synthetic_ips:.0f} img/s, "
-          f"{1e3 * model_cpu:.2f} CPU ms per image (medians of {args.rounds} rounds of "
-          f"{args.steps} steps).")
-    print()
-    print("| policy | training img/s | real / synthetic (range) | overhead, wall | "
-          "overhead, CPU time | pipeline alone img/s | pipeline CPU ms/img | "
-          "estimated overhead |")
-    print("|---|---|---|---|---|---|---|---|")
+    setup = (f"ResNet-20 @32, batch {args.batch}, {precision}, {os.cpu_count()} CPUs, load "
+             f"average {median(loads):.1f}; synthetic in memory: {synthetic_ips:.0f} img/s, "
+             f"{1e3 * model_cpu:.2f} CPU ms per image (medians of {args.rounds} rounds of "
+             f"{args.steps} steps).")
+    columns = ["policy", "training img/s", "real / synthetic (range)", "overhead, wall",
+               "overhead, CPU time", "pipeline alone img/s", "pipeline CPU ms/img",
+               "estimated overhead"]
+    cells = []
     for label, row in rows:
-        tail = (f"{row['alone_img_s']:.0f} | {row['pipeline_cpu_ms_per_img']:.3f} | "
-                f"{100 * row['estimated_overhead']:.1f} % |")
+        tail = [f"{row['alone_img_s']:.0f}", f"{row['pipeline_cpu_ms_per_img']:.3f}",
+                f"{100 * row['estimated_overhead']:.1f} %"]
         if "train_img_s" in row:
             lo, hi = row["ratio_range"]
-            print(f"| {label} | {row['train_img_s']:.0f} | {row['throughput_ratio']:.3f} "
-                  f"({lo:.3f}-{hi:.3f}) | {100 * row['overhead']:+.1f} % | "
-                  f"{100 * row['cpu_overhead']:+.1f} % | {tail}")
+            cells.append([label, f"{row['train_img_s']:.0f}",
+                          f"{row['throughput_ratio']:.3f} ({lo:.3f}-{hi:.3f})",
+                          f"{100 * row['overhead']:+.1f} %", f"{100 * row['cpu_overhead']:+.1f} %", *tail])
         else:
-            print(f"| {label} | - | - | - | - | {tail}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+            cells.append([label, "-", "-", "-", "-", *tail])
+    print("", setup, "", " | ".join(columns), *(" | ".join(r) for r in cells), sep="\n")
+    if args.out:
+        import results_json
+
+        results_json.write(args.out, results_json.result(
+            "Input-pipeline overhead of each augmentation policy", "pipeline",
+            results_json.command_line(), [results_json.table("Overhead of each policy", columns, cells)],
+            setup, machine=results_json.machine(), date=results_json.today()))
 
 
 if __name__ == "__main__":

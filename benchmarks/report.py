@@ -1,15 +1,10 @@
-"""RESULTS.md from run.py's results dict: tables, targets, and why a target was missed.
+"""The speed report from run.py's results dict, as markdown: tables, targets, and why a
+target was missed (run.py turns it into results/speed_<machine kind>.json).
 
 The explanations are computed from the same run's numbers (profile shares, paired
 ratios), so they stay true when the benchmark is re-run on another machine.
-
-A results file keeps one section per machine kind (`resnet_tf.training.cpu_tuning.
-machine_kind`: AMX, AVX512-BF16, AVX-512, AVX2, ...): a run replaces its own kind's
-section and keeps the others (`merge_machine_section`).
 """
 
-import os
-import re
 
 BF16 = "mixed_bfloat16"
 MODEL_TITLE = {"resnet50": "ResNet-50 @224", "resnet18_cifar": "ResNet-18 CIFAR stem @32",
@@ -398,37 +393,3 @@ def render(results, mode_name, mode, seconds):
             lines += ["", "Why the missed ones are missed:", ""]
             lines += [f"- {'; '.join(goals)}: {why}." for why, goals in reasons.items()]
     return "\n".join(lines) + "\n"
-
-
-# --- one section per machine kind --------------------------------------------------------
-
-KIND_HEADING = "## Machine kind: "
-
-
-def demote(text):
-    """`text` without its `# title` line and with every other heading one level deeper."""
-    lines = text.rstrip("\n").split("\n")
-    if lines and lines[0].startswith("# "):
-        lines = lines[1:]
-    return "\n".join("#" + line if re.match(r"#+ ", line) else line for line in lines).strip("\n")
-
-
-def merge_machine_section(path, title, preamble, kind, body, order=()):
-    """The text of results file `path` with `kind`'s section replaced by `body`.
-
-    The file is `# title`, `preamble`, then one `## Machine kind: KIND` section per
-    machine kind, in `order` (unknown kinds after, as found). Sections of other kinds are
-    kept as they are in the file; a missing file starts empty.
-    """
-    sections = {}
-    if os.path.exists(path):
-        with open(path) as f:
-            parts = re.split(r"^" + re.escape(KIND_HEADING) + r"(.*)$", f.read(), flags=re.M)
-        for name, content in zip(parts[1::2], parts[2::2]):
-            sections[name.strip()] = content.strip("\n")
-    sections[kind] = body.strip("\n")
-    names = [k for k in order if k in sections] + [k for k in sections if k not in order]
-    out = [f"# {title}", "", preamble.strip("\n"), ""]
-    for name in names:
-        out += [f"{KIND_HEADING}{name}", "", sections[name], ""]
-    return "\n".join(out).rstrip("\n") + "\n"

@@ -1,4 +1,4 @@
-"""resnet_tf performance benchmarks: one command, one report, written to results/RESULTS.md.
+"""resnet_tf speed benchmarks: one command, one result file, results/speed_<machine kind>.json.
 
     python benchmarks/run.py            # full run (~25 min on a quiet 2-core CPU)
     python benchmarks/run.py --quick    # smoke test: 2 repeats, short warm-up
@@ -25,6 +25,7 @@ import tempfile
 import time
 
 import report
+import results_json
 from report import BF16, INFER_BATCHES, MODEL_TITLE
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -417,9 +418,8 @@ def part_import(args, mode, log_dir, results):
 # as the package sees them.
 _VERSIONS = """
 import json, keras, numpy, tensorflow as tf, workers
-from resnet_tf.training.cpu_tuning import MACHINE_KINDS, machine_kind
-from resnet_tf.training.distribute import _cpu_flags
-found = dict(auto=workers._auto_precision(), kind=machine_kind(_cpu_flags()),
+from resnet_tf.training.cpu_tuning import MACHINE_KINDS, choose_cpu_config
+found = dict(auto=workers.auto_precision(), kind=choose_cpu_config(table=False)["kind"],
              kinds=[k for k, _ in MACHINE_KINDS], tensorflow=tf.__version__,
              keras=keras.__version__, numpy=numpy.__version__)
 try:
@@ -429,27 +429,24 @@ except ImportError:
     found["torch"] = "absent"
 print("@@" + json.dumps(found))
 """
-RESULTS_DIR = os.path.join(HERE, "results")
-RESULTS_MD = os.path.join(RESULTS_DIR, "RESULTS.md")
-RESULTS_TITLE = "resnet_tf benchmarks"
-RESULTS_PREAMBLE = (
-    "One section per machine kind (by CPU features, as `resnet_tf.training.cpu_tuning."
-    "machine_kind` names them); `python benchmarks/run.py` replaces the section of the "
-    "machine it runs on and keeps the others. Method: benchmarks/README.md. The TensorFlow "
-    "CPU settings compared side by side (oneDNN, threads, XLA, batch, steps_per_execution) "
-    "are in [CPU_CONFIGS.md](CPU_CONFIGS.md).")
+def result_path(prefix, machine):
+    """results/<prefix>_<machine kind>.json: one file per machine kind, which a full run of
+    that kind replaces; an emulated kind (ONEDNN_MAX_CPU_ISA) gets its own."""
+    name = results_json.slug(machine.get("kind", "unknown")) + ("-emulated" if machine.get("isa_cap") else "")
+    return os.path.join(results_json.RESULTS, f"{prefix}_{name}.json")
 
 
 def write_report(out, results, text):
-    """Writes `text` to `out`; the shared results file gets it as its machine kind's section."""
-    if os.path.abspath(out) == RESULTS_MD:
-        m = results["machine"]
-        text = report.merge_machine_section(
-            out, RESULTS_TITLE, RESULTS_PREAMBLE, section_kind(m.get("kind", "?"), m.get("isa_cap")),
-            f"{m['cpu']}, {m['cores']} cores.\n\n" + report.demote(text), order=m.get("kinds", ()))
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-        f.write(text)
+    """Writes the markdown report `text` as a result file (JSON) to `out`."""
+    m = results["machine"]
+    kind = section_kind(m.get("kind", "?"), m.get("isa_cap"))
+    _, tables, notes = results_json.from_markdown(text)
+    document = results_json.result(
+        f"Training and inference speed: {kind}", "speed",
+        results.get("command", "python benchmarks/run.py"), tables,
+        notes=f"{m['cpu']}, {m['cores']} cores.\n\n" + (notes or ""),
+        machine=f"{m['cpu']}, {m['cores']} cores ({kind})", date=results.get("date"))
+    results_json.write(out, document)
 
 
 def section_kind(kind, isa_cap):
@@ -530,18 +527,18 @@ def main(argv=None):
     parser.add_argument("--data-dir", help="CIFAR-10 JPEG folder (default: extract "
                         "../shared/data/cifar10/train.tar.gz into ~/.cache/resnet_tf_bench)")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
-    parser.add_argument("--out", help="report path (default: a full run of every part "
-                        "replaces this machine kind's section of benchmarks/results/RESULTS.md; "
-                        "a partial or --quick run writes to the cache folder)")
+    parser.add_argument("--out", help="result file, JSON (default: a full run of every part "
+                        "writes benchmarks/results/speed_<machine kind>.json; a partial or "
+                        "--quick run writes to the cache folder)")
     parser.add_argument("--render", metavar="RESULTS_JSON",
-                        help="only re-write the report from a run's results.json")
+                        help="only re-write the result file from a run's raw results.json")
     args = parser.parse_args(argv)
     if args.render:
         with open(args.render) as f:
             saved = json.load(f)
         mode_name = saved.get("mode", "quick" if args.quick else "full")
         text = report.render(saved, mode_name, MODES[mode_name], saved.get("seconds", 0))
-        out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.render)), "RESULTS.md")
+        out = args.out or os.path.join(os.path.dirname(os.path.abspath(args.render)), "speed.json")
         write_report(out, saved, text)
         print(text)
         return 0
@@ -556,12 +553,13 @@ def main(argv=None):
     os.makedirs(CACHE, exist_ok=True)
     log_dir = tempfile.mkdtemp(prefix=f"run_{time.strftime('%Y%m%d_%H%M%S')}_", dir=CACHE)
     complete = set(args.parts) == set(PARTS) and set(args.models) == set(TRAIN_MODELS)
-    out = args.out or (RESULTS_MD if mode_name == "full" and complete
-                       else os.path.join(log_dir, f"RESULTS-{mode_name}.md"))
     start = time.time()
     emulate_isa_cap()
     results = dict(date=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), machine=machine(),
-                   load_start=os.getloadavg()[0], train_ratios={}, infer_ratios={})
+                   load_start=os.getloadavg()[0], train_ratios={}, infer_ratios={},
+                   command=results_json.command_line())
+    out = args.out or (result_path("speed", results["machine"]) if mode_name == "full" and complete
+                       else os.path.join(log_dir, f"speed-{mode_name}.json"))
     results["auto"] = results["machine"].pop("auto")
     log(f"{mode_name} run; worker logs and raw results in {log_dir}")
     if "train" in args.parts:

@@ -3,6 +3,7 @@
 
     python benchmarks/serving_load.py                      # ResNet-20 @32 and ResNet-50 @224
     python benchmarks/serving_load.py --requests 100 --threads 1,8 --models resnet20
+    python benchmarks/serving_load.py --out benchmarks/results/serving.json
 
 For each model (random weights, BatchNorm statistics randomised so folding is real work)
 this exports the SavedModel with `export_serving_model`, loads it with
@@ -13,7 +14,7 @@ TF Serving request would), with --bad-fraction of the requests undecodable (they
 fail with InvalidArgument and are timed too). Each thread loops over its share of the
 requests back to back; a request's latency is its own call, end to end.
 
-It prints a markdown table: requests per second over the whole run, p50 and p99 latency
+It prints a table (and writes it to --out as a result file, JSON): requests per second over the whole run, p50 and p99 latency
 (ms) of the good requests, and how many requests were rejected (must equal the bad ones).
 TensorFlow's intra- and inter-op thread pools keep their defaults (all cores), as in a
 server; the machine line of the report says how many cores that was.
@@ -45,7 +46,7 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=10, help="untimed requests first (default: 10)")
     parser.add_argument("--bad-fraction", type=float, default=0.1,
                         help="share of undecodable requests (default: 0.1)")
-    parser.add_argument("--out", help="also write the markdown table to this file")
+    parser.add_argument("--out", help="also write the result file (JSON) here")
     return parser.parse_args(argv)
 
 
@@ -150,22 +151,25 @@ def main(argv=None):
                 rows.append((name, size, f"{height}x{width}", threads, stats,
                              sum(is_bad for _, is_bad in requests)))
 
-    lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow {tf.__version__}; "
-        f"{args.requests} requests per row, one JPEG each, {args.bad_fraction:.0%} undecodable.",
-        "",
-        "| model | input | JPEG | client threads | requests/s | p50 ms | p99 ms | rejected (bad sent) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    setup = (f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow "
+             f"{tf.__version__}; {args.requests} requests per row, one JPEG each, "
+             f"{args.bad_fraction:.0%} undecodable.")
+    columns = ["model", "input", "JPEG", "client threads", "requests/s", "p50 ms", "p99 ms",
+               "rejected (bad sent)"]
+    cells = []
     for name, size, photo, threads, stats, bad_sent in rows:
         rejected = f"{stats['rejected']} ({bad_sent})" + (" MISMATCH" if stats["wrong"] else "")
-        lines.append(f"| {name} | {size} | {photo} | {threads} | {stats['throughput']:.1f} | "
-                     f"{stats['p50']:.1f} | {stats['p99']:.1f} | {rejected} |")
-    table = "\n".join(lines)
-    print(table)
+        cells.append([name, size, photo, threads, round(stats["throughput"], 1),
+                      round(stats["p50"], 1), round(stats["p99"], 1), rejected])
+    print(setup, "", " | ".join(columns), *(" | ".join(map(str, r)) for r in cells), sep="\n")
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(table + "\n")
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import results_json
+
+        results_json.write(args.out, results_json.result(
+            "SavedModel serving_default under concurrent JPEG requests", "serving",
+            results_json.command_line(), [results_json.table("Requests per client thread count", columns, cells)],
+            setup, machine=results_json.machine(), date=results_json.today()))
     return 1 if any(stats["wrong"] for *_, stats, _ in rows) else 0
 
 

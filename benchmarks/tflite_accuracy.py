@@ -2,7 +2,7 @@
 """Top-1, file size and single-image CPU latency of a run's SavedModels and TFLite exports.
 
     python benchmarks/tflite_accuracy.py /tmp/runs/r20 --data-dir /tmp/cifar/train \\
-        --val-split 0.1 --out benchmarks/results/TFLITE.md
+        --val-split 0.1 --out benchmarks/results/tflite.json
 
 For a training run folder (best.keras, config.json, classes.txt) this exports the
 SavedModel (float32, and bfloat16 with `precision="bfloat16"`) and the float32, float16 and int8 TFLite files into --workdir (default: a
@@ -23,8 +23,9 @@ validation images; --data-dir as the command's) and takes int8 input and output.
   and 90th percentile of --runs calls after a warm-up. The models take turns call by call
   (rotating the order every round) so load from other processes hits all alike.
 
-It prints a markdown table (and writes it to --out) and whether int8 stays within
---max-int8-drop points of the SavedModel's top-1 (the issue's limit: 1 point).
+It prints the table and whether int8 stays within --max-int8-drop points of the
+SavedModel's top-1 (the issue's limit: 1 point), and writes them to --out as a result
+file (JSON, benchmarks/results_json.py).
 """
 
 import argparse
@@ -49,7 +50,7 @@ def parse_args(argv=None):
     parser.add_argument("--max-int8-drop", type=float, default=1.0,
                         help="allowed int8 top-1 loss in points against the SavedModel")
     parser.add_argument("--workdir", help="keep the exported files here (default: a temporary folder)")
-    parser.add_argument("--out", help="also write the markdown report to this file")
+    parser.add_argument("--out", help="also write the result file (JSON) here")
     return parser.parse_args(argv)
 
 
@@ -164,30 +165,33 @@ def main(argv=None):
 
     latencies = _interleaved_latencies(runners, args.runs, args.warmup)
     reference_top1 = rows[name]["top1"]
-    lines = [
+    notes = (
         f"Run `{args.run_dir}` ({model.name}, {image_size}x{image_size}, {len(class_names)} classes); "
         f"validation: {len(y_val)} images (val_split={val_split}, seed={seed}"
         f"{', ' + data_dir if data_dir else ''}); TFLite files written by `resnet-export "
-        f"--tflite` (int8 calibrated on {calibrated} training images, int8 in and out).",
+        f"--tflite` (int8 calibrated on {calibrated} training images, int8 in and out).\n"
         f"Latency: batch 1, {args.threads} thread(s), median and p90 of {args.runs} calls after "
-        f"{args.warmup} warm-up, interleaved; {_cpu_name()}; TensorFlow {tf.__version__}.",
-        "",
-        "| Model | Top-1 (%) | vs SavedModel (pts) | Agreement (%) | Size (KB) | Latency median / p90 (ms) |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
+        f"{args.warmup} warm-up, interleaved; {_cpu_name()}; TensorFlow {tf.__version__}.")
+    columns = ["Model", "Top-1 (%)", "vs SavedModel (pts)", "Agreement (%)", "Size (KB)",
+               "Latency median / p90 (ms)"]
+    cells = []
     for label, row in rows.items():
         median, p90 = latencies[label]
-        lines.append(
-            f"| {label} | {100 * row['top1']:.2f} | {100 * (row['top1'] - reference_top1):+.2f} | "
-            f"{100 * row['agreement']:.2f} | {row['bytes'] / 1024:,.0f} | {median:.3f} / {p90:.3f} |")
+        cells.append([label, f"{100 * row['top1']:.2f}", f"{100 * (row['top1'] - reference_top1):+.2f}",
+                      f"{100 * row['agreement']:.2f}", f"{row['bytes'] / 1024:,.0f}",
+                      f"{median:.3f} / {p90:.3f}"])
     drop = 100 * (reference_top1 - rows["TFLite int8"]["top1"])
     verdict = "within" if drop <= args.max_int8_drop else "EXCEEDS"
-    lines += ["", f"int8 loses {drop:.2f} points of top-1: {verdict} the {args.max_int8_drop:g}-point limit."]
-    report = "\n".join(lines) + "\n"
-    print(report)
+    verdict = f"int8 loses {drop:.2f} points of top-1: {verdict} the {args.max_int8_drop:g}-point limit."
+    print(notes, "", " | ".join(columns), *(" | ".join(r) for r in cells), "", verdict, sep="\n")
     if args.out:
-        with open(args.out, "w") as f:
-            f.write(report)
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import results_json
+
+        results_json.write(args.out, results_json.result(
+            f"TFLite and SavedModel accuracy, size and latency of {model.name}", "tflite",
+            results_json.command_line(), [results_json.table(model.name, columns, cells, verdict)],
+            notes, machine=results_json.machine(), date=results_json.today()))
     if not args.workdir:
         import shutil
 

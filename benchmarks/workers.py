@@ -372,7 +372,7 @@ class Pipeline:
         from resnet_tf import data as rdata
         from resnet_tf.training import DEFAULT_VAL_SPLIT as val_split
 
-        precision = _auto_precision()
+        precision = auto_precision()
         keras.config.set_dtype_policy(precision)
         start = time.perf_counter()
         real = rdata.load_data(data_dir=data_dir, batch_size=batch, val_split=val_split)
@@ -420,7 +420,7 @@ class Pipeline:
         return ends[-1] - ends[0]
 
 
-def _auto_precision():
+def auto_precision():
     """The library's "auto" precision, as train.py resolves it."""
     from resnet_tf.training import resolve_precision
 

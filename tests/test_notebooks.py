@@ -194,3 +194,21 @@ def test_export_and_serve_matches_keras(kernel_env, clean_notebooks_dir):
     assert '{"predictions": [' in text
     assert _number(r"predict the same class for (\d+\.\d)%", text) >= 80
     assert _number(r"SavedModel top-1 accuracy: (\d\.\d+)", text) > 0.4
+
+
+def test_the_notebooks_pattern_folders_are_reproducible(tmp_path):
+    from PIL import Image
+
+    from resnet_tf.data import DataError, list_image_folder
+    from resnet_tf.data.patterns import make_pattern_folder
+
+    first = make_pattern_folder(str(tmp_path / "a"), ["disc", "ring"], per_class=3, size=12, seed=4)
+    make_pattern_folder(str(tmp_path / "b"), ["disc", "ring"], per_class=3, size=12, seed=4)
+    files, labels, class_names = list_image_folder(first)
+    assert class_names == ["disc", "ring"] and list(labels) == [0, 0, 0, 1, 1, 1]
+    assert Image.open(files[0]).size == (12, 12)
+    for path in files:
+        again = path.replace(str(tmp_path / "a"), str(tmp_path / "b"))
+        assert open(path, "rb").read() == open(again, "rb").read()
+    with pytest.raises(DataError, match="Received: name='star'"):
+        make_pattern_folder(str(tmp_path / "c"), ["star"], per_class=1)

@@ -18,7 +18,7 @@ batch's own `[2]` seed, so that the same seed gives the same batch even from a p
 two runs of `keras.layers.MixUp(seed=1)` in a `map(num_parallel_calls=AUTOTUNE)` differ,
 sequential ones agree). What is not Keras' and why (measured on a 2-core EPYC, batches
 of 128 CIFAR images; `benchmarks/pipeline_overhead.py`, results in
-`benchmarks/results/PIPELINE.md`):
+`benchmarks/results/pipeline.json`):
 
 - RandAugment: `keras.layers.RandAugment` applies all 11 operations twice to every batch
   and keeps the chosen one with `where`: 1.12 CPU ms per image on top of the basic

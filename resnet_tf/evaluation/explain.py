@@ -314,7 +314,8 @@ def error_gallery(images, true, pred, probs, class_names, path, heatmaps=None, c
 
     Args:
         images: uint8 RGB `[N, H, W, 3]`, the pictures as the model saw them.
-        true, pred: int arrays `[N]`, class indices.
+        true: int array `[N]`, the true class indices.
+        pred: int array `[N]`, the predicted class indices.
         probs: float array `[N, classes]`.
         class_names: list of str.
         path: str. Where the PNG goes (written atomically).

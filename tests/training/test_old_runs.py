@@ -1,9 +1,13 @@
-"""Run folders and `.keras` files written before the package layout changed still work.
+"""Run folders and `.keras` files written by older code still work with today's.
 
-tests/fixtures/v0_run was made by tests/fixtures/make_v0_run.py with the code of 72e9ce5
-(the flat package): a ResNet-20 run stopped after epoch 1 of 2, with its backup.
+Both fixtures are made by tests/fixtures/make_runs.py with the code of the commit named:
+- v0_run (72e9ce5, the flat package before the layout change): a ResNet-20 run stopped
+  after epoch 1 of 2, with its backup.
+- main_run (57849e7): a complete 1-epoch run with its SavedModel export, so that a change
+  to the run folder's files (config.json, best.keras, the export) is caught here.
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -14,14 +18,24 @@ import keras
 import numpy as np
 
 import resnet_tf  # noqa: F401  (registers the layers and the schedule)
+from resnet_tf.cli.evaluate import evaluate_main, predict_main
+from resnet_tf.cli.train import main as train_main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-FIXTURE = os.path.join(ROOT, "tests", "fixtures", "v0_run")
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+FIXTURE = os.path.join(FIXTURES, "v0_run")
 
 
-def _copy(tmp_path):
-    shutil.copytree(FIXTURE, tmp_path / "v0", ignore=shutil.ignore_patterns("*.py"))
-    run, data = tmp_path / "v0" / "run", tmp_path / "v0" / "data"
+def _make_runs():
+    spec = importlib.util.spec_from_file_location("make_runs", os.path.join(FIXTURES, "make_runs.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _copy(tmp_path, name="v0_run"):
+    shutil.copytree(os.path.join(FIXTURES, name), tmp_path / name)
+    run, data = tmp_path / name / "run", tmp_path / name / "data"
     config = json.loads((run / "config.json").read_text())
     config["config"]["data_dir"] = str(data)  # the run moved with its data
     (run / "config.json").write_text(json.dumps(config))
@@ -42,11 +56,40 @@ def test_old_half_finished_run_resumes_and_exports(tmp_path):
     args = ["--data-dir", str(data), "--val-split", "0.25", "--epochs", "2", "--batch-size", "4",
             "--precision", "float32", "--deterministic", "--depth", "20", "--lr", "0.4",
             "--wd", "5e-4", "--label-smoothing", "0.1", "--warmup-epochs", "1", "--out", str(run)]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args],
-                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    result = _train(args)
     assert result.returncode == 0, result.stderr[-3000:]
     history = (run / "history.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in history[1:]] == ["1", "2"], history
     assert json.loads((run / "config.json").read_text())["status"] == "complete"
     assert os.listdir(run / "export" / "resnet20") == ["1"]
+
+
+def _train(args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+
+
+def test_todays_run_folder_evaluates_and_predicts(tmp_path, capsys):
+    run, data = _copy(tmp_path, "main_run")
+    out = tmp_path / "evaluation"
+    assert evaluate_main([str(run), "--data-dir", str(data), "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["examples"] == 16 and metrics["class_names"] == ["cat", "dog"]
+    capsys.readouterr()
+    image = str(data / "dog" / "0.png")
+    (export,) = os.listdir(run / "export")
+    for model in (run, run / "export" / export):  # the run's best.keras, then its SavedModel
+        assert predict_main([str(model), image, "--top-k", "2", "--json"]) == 0
+        (result,) = json.loads(capsys.readouterr().out)
+        assert sorted(p["class"] for p in result["predictions"]) == ["cat", "dog"]
+
+
+def test_todays_complete_run_is_reported_complete_by_the_same_command(tmp_path, capsys):
+    run, data = _copy(tmp_path, "main_run")
+    before = {name: (run / name).read_bytes() for name in ("best.keras", "history.csv", "metrics.json")}
+    # In-process: the command has --cpu-config tf-defaults, so it never restarts itself.
+    assert train_main(["--data-dir", str(data), *_make_runs().MAIN_ARGS, "--out", str(run)]) == 0
+    assert "is already complete (1 epochs); nothing to do" in capsys.readouterr().out
+    assert {name: (run / name).read_bytes() for name in before} == before
+    assert json.loads((run / "config.json").read_text())["status"] == "complete"
