@@ -4,6 +4,7 @@
     python benchmarks/serving_load.py                      # ResNet-20 @32 and ResNet-50 @224
     python benchmarks/serving_load.py --requests 100 --threads 1,8 --models resnet20
     python benchmarks/serving_load.py --out benchmarks/results/serving.json
+    python benchmarks/serving_load.py --tta none,flip,flip-shift --threads 1,8   # TTA's cost
 
 For each model (random weights, BatchNorm statistics randomised so folding is real work)
 this exports the SavedModel with `export_serving_model`, loads it with
@@ -46,6 +47,9 @@ def parse_args(argv=None):
     parser.add_argument("--warmup", type=int, default=10, help="untimed requests first (default: 10)")
     parser.add_argument("--bad-fraction", type=float, default=0.1,
                         help="share of undecodable requests (default: 0.1)")
+    parser.add_argument("--tta", default="none",
+                        help="comma list of the exports' test-time augmentation: none, flip, "
+                             "flip-shift (default: none)")
     parser.add_argument("--out", help="also write the result file (JSON) here")
     return parser.parse_args(argv)
 
@@ -63,7 +67,7 @@ def _photo(height, width, seed):
     return buffer.getvalue()
 
 
-def export_model(name, workdir):
+def export_model(name, workdir, tta="none"):
     import keras
     import numpy as np
 
@@ -79,8 +83,9 @@ def export_model(name, workdir):
             n = layer.gamma.shape[0]
             layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.2, n),
                                rng.normal(0, 0.2, n), rng.uniform(0.5, 2.0, n)])
-    return export_serving_model(model, os.path.join(workdir, name), class_names=[str(i) for i in range(10)],
-                                image_size=size, preset="cifar" if size <= 64 else "imagenet")
+    return export_serving_model(model, os.path.join(workdir, f"{name}_{tta}"),
+                                class_names=[str(i) for i in range(10)], image_size=size,
+                                preset="cifar" if size <= 64 else "imagenet", tta=tta)
 
 
 def run_load(serve, requests, threads):
@@ -131,11 +136,12 @@ def main(argv=None):
     if unknown:
         sys.exit(f"serving_load.py: error: unknown model(s) {unknown}; expected {list(MODELS)}")
     thread_counts = [int(t) for t in args.threads.split(",")]
+    ttas = [t.strip() for t in args.tta.split(",") if t.strip()]
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        for name in names:
+        for name, tta in ((n, t) for n in names for t in ttas):
             _, size, height, width = MODELS[name]
-            version = export_model(name, workdir)
+            version = export_model(name, workdir, tta)
             serve = tf.saved_model.load(version).signatures["serving_default"]
             photos = [_photo(height, width, seed) for seed in range(16)]
             bad = [b"not an image", b"\x89PNG\r\n\x1a\n" + b"\0" * 40, b""]
@@ -147,19 +153,19 @@ def main(argv=None):
                 serve(image_bytes=tf.constant([encoded]))
             for threads in thread_counts:
                 stats = run_load(serve, requests, threads)
-                print(f"{name} threads={threads}: {stats}", file=sys.stderr, flush=True)
-                rows.append((name, size, f"{height}x{width}", threads, stats,
+                print(f"{name} tta={tta} threads={threads}: {stats}", file=sys.stderr, flush=True)
+                rows.append((name, tta, size, f"{height}x{width}", threads, stats,
                              sum(is_bad for _, is_bad in requests)))
 
     setup = (f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, TensorFlow "
              f"{tf.__version__}; {args.requests} requests per row, one JPEG each, "
              f"{args.bad_fraction:.0%} undecodable.")
-    columns = ["model", "input", "JPEG", "client threads", "requests/s", "p50 ms", "p99 ms",
-               "rejected (bad sent)"]
+    columns = ["model", "TTA", "input", "JPEG", "client threads", "requests/s", "p50 ms",
+               "p99 ms", "rejected (bad sent)"]
     cells = []
-    for name, size, photo, threads, stats, bad_sent in rows:
+    for name, tta, size, photo, threads, stats, bad_sent in rows:
         rejected = f"{stats['rejected']} ({bad_sent})" + (" MISMATCH" if stats["wrong"] else "")
-        cells.append([name, size, photo, threads, round(stats["throughput"], 1),
+        cells.append([name, tta, size, photo, threads, round(stats["throughput"], 1),
                       round(stats["p50"], 1), round(stats["p99"], 1), rejected])
     print(setup, "", " | ".join(columns), *(" | ".join(map(str, r)) for r in cells), sep="\n")
     if args.out:

@@ -6,6 +6,7 @@ command reports, so both agree on every number.
 
 import numpy as np
 
+from resnet_tf.files import atomic_write
 from resnet_tf.models.normalization import MEAN, STD
 
 # Test-time augmentation: each image's scores averaged over these views of it.
@@ -24,7 +25,8 @@ _SHIFTS = ((0, 0, 4.0), (-1, -1, 1.0), (1, 1, 1.0), (-1, 1, 1.0), (1, -1, 1.0))
 _BLACK = -np.asarray(MEAN, np.float32) / np.asarray(STD, np.float32)
 
 
-def evaluate_model(model, dataset, class_names, *, top_k=5, tta="none", on_batch=None):
+def evaluate_model(model, dataset, class_names, *, top_k=5, tta="none", on_batch=None,
+                   temperature=None):
     """Top-1/top-k accuracy, per-class precision and recall, and the confusion matrix.
 
     Args:
@@ -41,11 +43,16 @@ def evaluate_model(model, dataset, class_names, *, top_k=5, tta="none", on_batch
             weighs half). Images are `[B, H, W, 3]` on the models' input scale.
         on_batch: optional callable `(images, labels, scores)` called for every batch
             (labels as class indices), e.g. to keep the most confident errors.
+        temperature: optional float. Divides the log-probabilities before the softmax
+            (temperature scaling, `fit_temperature`): the probabilities the calibrated
+            model gives; the ranking, and so every accuracy, is unchanged.
 
     Returns:
         A JSON-serializable dict: `top1`, `top<k>` (fractions in 0..1), `examples`,
         `class_names`, `per_class` (`{name: {"precision", "recall", "support"}}`) and
-        `confusion_matrix` (rows: true class, columns: predicted class).
+        `confusion_matrix` (rows: true class, columns: predicted class), `ece` (the
+        expected calibration error of the top-1 probability, `CALIBRATION_BINS` equal-width
+        bins) and `reliability` (per bin: mean confidence, accuracy and count).
     """
     classes = len(class_names)
     k = min(top_k, classes)
@@ -55,8 +62,9 @@ def evaluate_model(model, dataset, class_names, *, top_k=5, tta="none", on_batch
         raise ValueError(f"Unknown tta. Received: tta={tta!r}; expected one of "
                          f"{', '.join(repr(t) for t in TTA)}.")
     predict = _predict_function(model)
+    calibration = _Calibration()
     for images, labels in dataset:
-        scores = _scores(predict, images, tta)
+        scores = probabilities(_scores(predict, images, tta), temperature)
         labels = np.asarray(labels)
         if labels.ndim == 2:
             labels = labels.argmax(axis=1)
@@ -64,6 +72,7 @@ def evaluate_model(model, dataset, class_names, *, top_k=5, tta="none", on_batch
         if on_batch is not None:
             on_batch(images, labels, scores)
         np.add.at(confusion, (labels, scores.argmax(axis=1)), 1)
+        calibration.add(scores, labels)
         best = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         top_k_hits += int((best == labels[:, None]).any(axis=1).sum())
 
@@ -86,32 +95,169 @@ def evaluate_model(model, dataset, class_names, *, top_k=5, tta="none", on_batch
         "class_names": list(class_names),
         "per_class": per_class,
         "confusion_matrix": confusion.tolist(),
+        **calibration.result(),
     }
+
+
+CALIBRATION_BINS = 15
+
+
+def probabilities(scores, temperature=None):
+    """Class probabilities from a model's scores: probabilities as they are (rows of
+    non-negative numbers summing to 1), logits through a softmax; with `temperature`, the
+    log-probabilities divided by it first."""
+    scores = np.asarray(scores, np.float64)
+    is_probability = (scores >= 0).all() and np.allclose(scores.sum(axis=1), 1.0, atol=1e-3)
+    if is_probability and not temperature:
+        return scores.astype(np.float32)
+    logits = np.log(np.maximum(scores, 1e-30)) if is_probability else scores
+    logits = logits / (temperature or 1.0)
+    logits = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(logits)
+    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+class _Calibration:
+    """Top-1 confidence against correctness, in equal-width bins (Guo et al. 2017)."""
+
+    def __init__(self, bins=CALIBRATION_BINS):
+        self.bins = bins
+        self.count = np.zeros(bins, np.int64)
+        self.confidence = np.zeros(bins)
+        self.correct = np.zeros(bins)
+
+    def add(self, probs, labels):
+        confidence = probs.max(axis=1)
+        index = np.minimum((confidence * self.bins).astype(int), self.bins - 1)
+        np.add.at(self.count, index, 1)
+        np.add.at(self.confidence, index, confidence)
+        np.add.at(self.correct, index, probs.argmax(axis=1) == labels)
+
+    def result(self):
+        total = max(int(self.count.sum()), 1)
+        seen = np.maximum(self.count, 1)
+        gap = np.abs(self.confidence / seen - self.correct / seen)
+        return {
+            "ece": float((self.count / total * gap).sum()),
+            "reliability": {
+                "bins": self.bins,
+                "confidence": (self.confidence / seen).round(6).tolist(),
+                "accuracy": (self.correct / seen).round(6).tolist(),
+                "count": self.count.tolist(),
+            },
+        }
+
+
+def calibration(probs, labels, bins=CALIBRATION_BINS):
+    """`{"ece": ..., "reliability": {...}}` of probabilities `[N, classes]` and labels `[N]`."""
+    result = _Calibration(bins)
+    result.add(np.asarray(probs), np.asarray(labels))
+    return result.result()
+
+
+def fit_temperature(probs, labels):
+    """The temperature T minimising the negative log-likelihood of `softmax(log p / T)` on
+    held-out `probs` `[N, classes]` and integer `labels` `[N]` (temperature scaling, Guo et
+    al. 2017): one number, found by golden-section search over log T in [log 0.05, log 20]."""
+    labels = np.asarray(labels, np.int64)
+    rows = np.arange(len(labels))
+
+    def nll(log_t):
+        scaled = probabilities(probs, float(np.exp(log_t)))
+        return -np.log(np.maximum(scaled[rows, labels], 1e-30)).mean()
+
+    low, high = np.log(0.05), np.log(20.0)
+    ratio = (np.sqrt(5) - 1) / 2
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    fa, fb = nll(a), nll(b)
+    for _ in range(60):
+        if fa < fb:
+            high, b, fb = b, a, fa
+            a = high - ratio * (high - low)
+            fa = nll(a)
+        else:
+            low, a, fa = a, b, fb
+            b = low + ratio * (high - low)
+            fb = nll(b)
+    return float(np.exp((low + high) / 2))
+
+
+def plot_reliability(metrics, path, title=None):
+    """Writes the reliability diagram of `evaluate_model`'s result as a PNG at `path`."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    reliability = metrics["reliability"]
+    bins = reliability["bins"]
+    centres = (np.arange(bins) + 0.5) / bins
+    figure = Figure(figsize=(4.5, 4.5))
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    shown = np.asarray(reliability["count"]) > 0
+    ax.bar(centres[shown], np.asarray(reliability["accuracy"])[shown], width=1 / bins,
+           edgecolor="black", label="accuracy")
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
+    ax.set_xlabel("confidence (top-1 probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title or f"ECE {metrics['ece']:.4f}")
+    ax.legend(loc="upper left")
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))
 
 
 def _scores(predict, images, tta):
     if tta == "none":
         return np.asarray(predict(images), np.float32)
     images = np.asarray(images)
-    shifts = _SHIFTS if tta == "flip-shift" else _SHIFTS[:1]
     total = 0.0
-    for dy, dx, weight in shifts:
+    views = tta_views(images, tta)
+    for view, weight in views:
+        total = total + weight * np.asarray(predict(view), np.float32)
+    return total / sum(weight for _, weight in views)
+
+
+def tta_views(images, tta):
+    """The views of a batch that `tta` averages over, as `[(view, weight), ...]`.
+
+    The one definition of the views: `evaluate_model` scores them with the Keras model, and
+    the SavedModel's serving graph (`resnet_tf.export`) with the frozen network, so a served
+    model answers what the run measured. Backend-agnostic (`keras.ops`); `images` is
+    `[B, H, W, 3]` on the models' input scale (NumPy, or a tensor in a traced graph).
+    """
+    from keras import ops
+
+    views = []
+    for dy, dx, mirrored, weight in view_plan(tta):
         view = _shifted(images, dy, dx)
-        for each in (view, np.ascontiguousarray(view[:, :, ::-1])):
-            total = total + weight * np.asarray(predict(each), np.float32)
-    return total / (2 * sum(weight for _, _, weight in shifts))
+        views.append((ops.flip(view, axis=2) if mirrored else view, weight))
+    return views
+
+
+def view_plan(tta):
+    """`[(dy, dx, mirrored, weight), ...]`: the shift, mirroring and weight of each view."""
+    if tta not in TTA:
+        raise ValueError(f"Unknown tta. Received: tta={tta!r}; expected one of "
+                         f"{', '.join(repr(t) for t in TTA)}.")
+    if tta == "none":
+        return [(0, 0, False, 1.0)]
+    shifts = _SHIFTS if tta == "flip-shift" else _SHIFTS[:1]
+    return [(dy, dx, mirrored, weight) for dy, dx, weight in shifts for mirrored in (False, True)]
 
 
 def _shifted(images, dy, dx):
     """`images` moved so that `out[:, i, j] = images[:, i + dy, j + dx]`, black outside."""
+    from keras import ops
+
     if (dy, dx) == (0, 0):
         return images
-    height, width = images.shape[1:3]
-    out = np.empty_like(images)
-    out[...] = _BLACK.astype(images.dtype)
-    out[:, max(-dy, 0):height - max(dy, 0), max(-dx, 0):width - max(dx, 0)] = (
-        images[:, max(dy, 0):height - max(-dy, 0), max(dx, 0):width - max(-dx, 0)])
-    return out
+    black = ops.convert_to_tensor(_BLACK)
+    shape = ops.shape(images)
+    height, width = shape[1], shape[2]
+    # Pad by one pixel of black (zero after subtracting it), then cut the moved window.
+    padded = ops.pad(images - black, ((0, 0), (1, 1), (1, 1), (0, 0))) + black
+    return padded[:, 1 + dy:1 + dy + height, 1 + dx:1 + dx + width]
 
 
 def _ratio(numerator, denominator):

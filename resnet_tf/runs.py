@@ -31,9 +31,11 @@ def _key(value):
 LOCK_FILE = ".lock"
 _HELD_LOCKS = {}  # run path -> file descriptor holding its flock, for this process
 
+CALIBRATION = "calibration.json"
 # Written by `train`; `--overwrite` removes exactly these and nothing else.
 ARTIFACTS = ("config.json", "classes.txt", "history.csv", "curves.png", "metrics.json",
-             "best.keras", "last.keras", "logs", "backup", "export")
+             "best.keras", "last.keras", "logs", "backup", "export", CALIBRATION,
+             "reliability.png")
 
 
 def default_class_names(classes):
@@ -208,6 +210,18 @@ class RunDirectory:
         figure.tight_layout()
         atomic_write(self.file("curves.png"), lambda tmp: figure.savefig(tmp, format="png",
                                                                           dpi=100))
+
+
+def temperature_beside(model_path):
+    """The calibration temperature the run of a model file (or a run folder) fitted, or None
+    (no run, a run trained without calibration, or one made before it existed)."""
+    folder = model_path if os.path.isdir(model_path) else os.path.dirname(os.path.abspath(model_path))
+    try:
+        with open(os.path.join(folder, CALIBRATION)) as f:
+            temperature = json.load(f)["temperature"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return float(temperature) if isinstance(temperature, (int, float)) and temperature > 0 else None
 
 
 def hold_out_seed(config):

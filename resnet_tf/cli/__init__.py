@@ -14,16 +14,26 @@ COMMANDS = {
     "predict": ("resnet_tf.cli.evaluate", "predict_main", "classify image files (resnet-predict)"),
     "explain": ("resnet_tf.cli.explain", "main",
                 "Grad-CAM heat maps and feature maps of image files (resnet-explain)"),
+    "prepare": ("resnet_tf.cli.prepare", "main",
+                "write an image folder as TFRecord shards (prepare DIR OUT --shards N)"),
+    "data-service": ("resnet_tf.cli.data_service", "main",
+                     "run tf.data service workers for train.py --data-service"),
+    "list-weights": ("resnet_tf.cli.weights", "main",
+                     "the registered pretrained weights, one per line"),
 }
+# Spellings that earlier help texts used.
+ALIASES = {"list_weights": "list-weights"}
 
 
 def main(argv=None):
-    """`python -m resnet_tf {train,export,evaluate,predict,explain} ...`. Returns the exit status."""
+    """`python -m resnet_tf {train,export,evaluate,predict,explain,prepare,data-service,list-weights} ...`. Returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ALIASES:
+        argv[0] = ALIASES[argv[0]]
     names = ",".join(COMMANDS)
     if not argv or argv[0] not in COMMANDS:
         lines = [f"usage: python -m resnet_tf {{{names}}} [--help] ...", ""]
-        lines += [f"  {name:<9} {help}" for name, (_, _, help) in COMMANDS.items()]
+        lines += [f"  {name:<13} {help}" for name, (_, _, help) in COMMANDS.items()]
         if argv and argv[0] not in ("-h", "--help"):
             print("\n".join(lines[:1]), file=sys.stderr)
             print(f"python -m resnet_tf: error: unknown command {argv[0]!r}; expected one of "

@@ -22,7 +22,7 @@ from resnet_tf.evaluation import (
 )
 from resnet_tf.export.savedmodel import check_output_folder
 from resnet_tf.files import atomic_write, write_json
-from resnet_tf.metrics import TTA
+from resnet_tf.metrics import TTA, plot_reliability
 
 _EVALUATE = "resnet-evaluate"
 _PREDICT = "resnet-predict"
@@ -86,9 +86,11 @@ def evaluate_main(argv=None):
     write_json(os.path.join(args.out, "metrics.json"), metrics)
     atomic_write(os.path.join(args.out, "confusion_matrix.png"),
                  lambda tmp: plot_confusion_matrix(metrics, tmp))
+    plot_reliability(metrics, os.path.join(args.out, "reliability.png"))
     _write_errors(errors, classifier, metrics["class_names"], args)
     print(format_metrics(metrics))
-    print(f"\nWrote metrics.json, confusion_matrix.png and errors.png to {args.out}")
+    print(f"\nWrote metrics.json, confusion_matrix.png, reliability.png and errors.png to "
+          f"{args.out}")
     return 0
 
 

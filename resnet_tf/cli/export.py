@@ -2,11 +2,12 @@
 
 import argparse
 import os
+import sys
 
 from resnet_tf.cli.common import fail
 from resnet_tf.data import PRESETS
 from resnet_tf.errors import ExportError
-from resnet_tf.export.checkpoint import load_checkpoint
+from resnet_tf.export.checkpoint import load_checkpoint, serving_tta
 from resnet_tf.export.inference import PRECISIONS
 from resnet_tf.export.savedmodel import check_export_dir, export_serving_model
 from resnet_tf.export.tflite import (
@@ -16,7 +17,8 @@ from resnet_tf.export.tflite import (
     refuse_existing,
     sidecar_path,
 )
-from resnet_tf.runs import hold_out_seed, settings_beside
+from resnet_tf.metrics import TTA, TTA_DESCRIPTIONS
+from resnet_tf.runs import hold_out_seed, settings_beside, temperature_beside
 
 _PROG = "resnet-export"
 
@@ -41,6 +43,11 @@ def main(argv=None):
                         help="compute type of the served network (default: float32); "
                              "bfloat16 is faster on CPUs with AVX512-BF16 or AMX, float16 on "
                              "GPUs; the classifier and the outputs stay float32")
+    parser.add_argument("--tta", choices=TTA,
+                        help="test-time augmentation inside the serving graph, as resnet-evaluate "
+                             "--tta computes it: none (1 view, lowest latency), flip (2 views) or "
+                             "flip-shift (10 views) (default: the run's own --tta, so the export "
+                             "serves the figure its run reported; none without a run)")
     parser.add_argument("--tflite", action="append", type=parse_quantizations,
                         metavar="{float32,float16,int8}",
                         help="also write <export dir>/<model name>_<quantization>.tflite (and .json); "
@@ -53,6 +60,8 @@ def main(argv=None):
             check_export_dir(args.export_dir)
         model, class_names, image_size, preset, run_dir = load_checkpoint(
             args.source, image_size=args.image_size, preset=args.preset, classes_file=args.classes)
+        tta = args.tta or serving_tta(args.source)
+        temperature = temperature_beside(args.source)
         export_dir = args.export_dir or os.path.join(
             run_dir or os.path.dirname(os.path.abspath(args.source)), "export", model.name)
         check_export_dir(export_dir)
@@ -63,9 +72,13 @@ def main(argv=None):
         path = export_serving_model(
             model, export_dir, class_names=class_names, image_size=image_size, preset=preset,
             version=args.version, top_k=args.top_k, fold_batchnorm=not args.no_fold_batchnorm,
-            precision=args.precision,
+            precision=args.precision, tta=tta, temperature=temperature,
         )
         print(path)
+        print(f"{_PROG}: serving_default and serving_pixels answer with {TTA_DESCRIPTIONS[tta]} "
+              f"(--tta {tta})" + (f", probabilities calibrated by the run's temperature "
+                                  f"{temperature:.3f}" if temperature else "") + ".",
+              file=sys.stderr, flush=True)
         for written in write_tflite():
             print(written)
     except ValueError as error:  # ExportError, DataError: messages written for the user

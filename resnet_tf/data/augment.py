@@ -49,7 +49,7 @@ import tensorflow as tf
 from resnet_tf.data.preprocessing import CIFAR_PAD, MEAN, STD, normalize
 from resnet_tf.errors import DataError
 
-POLICIES = ("none", "basic", "randaugment", "augmix")
+POLICIES = ("none", "basic", "randaugment", "augmix", "trivialaugment")
 
 RANDAUGMENT_OPS = 2
 RANDAUGMENT_MAGNITUDE = 0.5  # keras.layers.RandAugment's default `factor`
@@ -70,8 +70,8 @@ class Augmentation:
     """A validated training augmentation.
 
     Attributes:
-        policy: `"none"`, `"basic"` (crop and flip), `"randaugment"` or `"augmix"` (each
-            after the basic crop and flip).
+        policy: `"none"`, `"basic"` (crop and flip), `"randaugment"`, `"augmix"` or
+            `"trivialaugment"` (each after the basic crop and flip).
         mixup: MixUp's Beta alpha; 0 is off.
         cutmix: CutMix's Beta alpha; 0 is off.
         random_erasing: probability of erasing a rectangle of each image; 0 is off.
@@ -98,7 +98,7 @@ class Augmentation:
     @property
     def per_batch(self):
         """Whether anything runs after the crop and flip."""
-        pixels = self.policy in ("randaugment", "augmix")
+        pixels = self.policy in ("randaugment", "augmix", "trivialaugment")
         return pixels or self.random_erasing > 0 or self.one_hot_labels
 
 
@@ -216,11 +216,13 @@ class _PixelOps:
         layer, seeds = self.layers[index], _Seeds(seed)
 
         def run():
+            if isinstance(layer, str):  # torchvision's multiplicative brightness, saturation
+                return _scale_op(layer, images, self.magnitude, seeds.next())
             if isinstance(layer, keras.layers.Solarization):
                 # Keras' Solarization draws thresholds from [0, threshold_factor x 255];
                 # RandAugment's solarize inverts the pixels above 255 x (1 - m) .. 255.
                 shape = tf.stack([tf.shape(images)[0], 1, 1, 1])
-                low = 255.0 * (1.0 - self.magnitude)
+                low = getattr(self, "solarize_from", 255.0 * (1.0 - self.magnitude))
                 transform = {
                     "additions": tf.zeros(shape),
                     "thresholds": tf.random.stateless_uniform(shape, seeds.next(), low, 255.0),
@@ -252,6 +254,70 @@ class _PixelOps:
 
         _, images = tf.while_loop(lambda i, _: i < tf.shape(choices)[0], step, (tf.constant(0), images))
         return images
+
+
+def _scale_op(name, images, magnitude, seed):
+    """torchvision's `adjust_brightness` / `adjust_saturation` by a factor 1 +- magnitude
+    drawn per image: a blend with black or with the image's grey."""
+    shape = tf.stack([tf.shape(images)[0], 1, 1, 1])
+    factor = 1.0 + tf.random.stateless_uniform(shape, seed, -magnitude, magnitude)
+    base = 0.0 if name == "brightness" else tf.image.rgb_to_grayscale(images)
+    return tf.clip_by_value(base + factor * (images - base), 0.0, 255.0)
+
+
+class _WidePixelOps(_PixelOps):
+    """TrivialAugmentWide's 13 operations at torchvision's "wide" maxima (`num_bins=31`):
+    shear 0.99 and rotation 135 degrees (nearest pixel, black fill, as torchvision),
+    translation 32 pixels, brightness, saturation, contrast and sharpness by a factor of
+    1 +- 0.99, posterize to 2-8 bits, solarize from any threshold, autocontrast, equalize.
+    X and Y shears and translations are separate operations, as in torchvision."""
+
+    def __init__(self, image_size):
+        layers = keras.layers
+        geometric = dict(dtype="float32", fill_mode="constant", fill_value=0.0,
+                         interpolation="nearest")
+        pixels = dict(value_range=(0, 255), dtype="float32")
+        shift = min(32.0 / image_size, 1.0)
+        self.magnitude = 0.99
+        self.solarize_from = 0.0  # thresholds 0..255, torchvision's linspace(255, 0)
+        self.layers = [
+            layers.RandomShear(x_factor=0.99, y_factor=0.0, **geometric),
+            layers.RandomShear(x_factor=0.0, y_factor=0.99, **geometric),
+            layers.RandomTranslation(0.0, shift, **geometric),
+            layers.RandomTranslation(shift, 0.0, **geometric),
+            layers.RandomRotation(135 / 360, **geometric),
+            "brightness",
+            "saturation",
+            layers.RandomContrast(0.99, **pixels),
+            layers.RandomSharpness((0.005, 0.995), **pixels),  # Keras doubles the draw
+            layers.RandomPosterization((2, 8), **pixels),
+            layers.Solarization(**pixels),
+            layers.AutoContrast(**pixels),
+            layers.Equalization(**pixels),
+        ]
+        for layer in self.layers:
+            if not isinstance(layer, str):
+                layer.backend.set_backend("tensorflow")
+
+
+class TrivialAugmentWide:
+    """TrivialAugmentWide (Müller and Hutter 2021), as torchvision's `TrivialAugmentWide`:
+    per image, one of 14 operations (the 13 of `_WidePixelOps` or the identity) with a
+    strength drawn uniformly up to the wide maximum, in either direction where signed.
+    torchvision draws the strength from 31 bins; here it is continuous."""
+
+    def __init__(self):
+        self._ops = {}
+
+    def __call__(self, images, seed):
+        size = images.shape[2]
+        if size not in self._ops:
+            self._ops[size] = _WidePixelOps(size)
+        ops = self._ops[size]
+        # len(ops) is "no operation": the identity, the 14th choice.
+        choices = tf.random.stateless_uniform([1, tf.shape(images)[0]], _fold(seed, 1), 0,
+                                              len(ops) + 1, tf.int32)
+        return ops.apply(images, choices, _fold(seed, 2))
 
 
 class RandAugment:
@@ -323,7 +389,8 @@ class BatchAugmenter:
     def __init__(self, augmentation, classes):
         self.augmentation, self.classes = augmentation, classes
         policy = augmentation.policy
-        self.pixels = {"randaugment": RandAugment, "augmix": AugMix}.get(policy, lambda: None)()
+        self.pixels = {"randaugment": RandAugment, "augmix": AugMix,
+                       "trivialaugment": TrivialAugmentWide}.get(policy, lambda: None)()
         self.erasing = None
         if augmentation.random_erasing:
             p = augmentation.random_erasing

@@ -23,7 +23,9 @@ class Data:
             repeated, `drop_remainder=True`.
         val: `tf.data.Dataset` or `None`. Eval-preprocessed batches in a fixed order.
         class_names: list of str. Index `i` names label `i`.
-        image_size: int. Height and width of every batch image.
+        image_size: int. Height and width of every validation image (and, unless
+            `train_size` differs, of every training image).
+        train_size: int or None. Height and width of the training images; None: `image_size`.
         preset: str. `"cifar"` or `"imagenet"`, the preprocessing applied.
         train_examples: int. Training images (an upper bound when streamed from files).
         val_examples: int. Validation images, 0 without a validation set.
@@ -41,6 +43,7 @@ class Data:
     val_examples: int
     skipped_files: int = 0
     one_hot_labels: bool = False  # issue 13 (resnet_tf.data.augment)
+    train_size: int | None = None
 
 
 @dataclasses.dataclass
@@ -48,7 +51,9 @@ class Examples:
     """One split before preprocessing.
 
     `source` is cheap to shuffle (in-memory arrays, file names or encoded records) and
-    `to_image` turns one of its elements into `(uint8 image, int32 label)`.
+    `to_image` turns one of its elements into `(uint8 image, int32 label)`, or
+    `to_encoded` into `(encoded image bytes, int32 label)` (then training decodes JPEG
+    crops only: `preprocessing.preprocess_encoded_for_train`).
     """
 
     source: tf.data.Dataset
@@ -56,6 +61,7 @@ class Examples:
     to_image: Callable | None = None
     may_fail: bool = False
     shuffle_buffer: int | None = None
+    to_encoded: Callable | None = None
 
 
 def dataset_options(deterministic):

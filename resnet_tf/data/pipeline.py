@@ -34,9 +34,12 @@ from resnet_tf.data.preprocessing import (
     default_preset,
     normalize,
     pad_crop_flip,
+    preprocess_encoded_for_train,
     preprocess_for_eval,
     preprocess_for_train,
+    resize_to,
 )
+from resnet_tf.data.records import is_records_folder, read_manifest, record_splits
 from resnet_tf.data.synthetic import synthetic_data
 from resnet_tf.data.tfds import tfds_splits
 from resnet_tf.errors import DataError
@@ -55,6 +58,7 @@ def load_data(
     val_dir=None,
     val_split=None,
     image_size=None,
+    train_size=None,
     batch_size=128,
     seed=0,
     split_seed=None,
@@ -84,7 +88,12 @@ def load_data(
             TFDS, no `validation`/`test` split) exists. `None` or 0: no validation set.
         image_size: optional int. Output height and width; `None` uses the images' own
             size when more than half of them share one square size (the others are resized
-            to it, with a warning naming them), else 224.
+            to it, with a warning naming them), else 224. Validation images (and, without
+            `train_size`, training images) come out at this size.
+        train_size: optional int. Size of the training crops when it should differ from
+            `image_size` (train/test resolution, FixRes: torchvision's `--train-crop-size`,
+            e.g. 176 for evaluation at 224). The "imagenet" preset's random-resized crop
+            is resized to it; the "cifar" preset's padded crop is.
         batch_size: int. Examples per batch.
         seed: int. Fixes the shuffle and augmentation when `deterministic`, and the
             validation split when `split_seed` is None.
@@ -121,6 +130,8 @@ def load_data(
     augmentation = check_augmentation(augment, mixup, cutmix, random_erasing, crop_padding)
     if image_size is not None:
         check_positive_int("image_size", image_size)
+    if train_size is not None:
+        check_positive_int("train_size", train_size)
     if preset is not None:
         check_preset(preset)
     if val_split is not None and not (
@@ -131,7 +142,9 @@ def load_data(
         )
     val_split = val_split or None
     split_seed = seed if split_seed is None else split_seed
-    if data_dir is not None:
+    if is_records_folder(data_dir):
+        splits = _record_splits(data_dir, val_dir, val_split, split_seed)
+    elif data_dir is not None:
         splits = _folder_splits(data_dir, val_dir, val_split, split_seed, cache)
     elif dataset == "synthetic":
         return synthetic_data(
@@ -149,6 +162,12 @@ def load_data(
     train, val, class_names, native_size, skipped = splits
     image_size = image_size or native_size or _DEFAULT_IMAGE_SIZE
     preset = preset or default_preset(image_size)
+    train_size = train_size or image_size
+    for name, size in (("train_size", train_size), ("image_size", image_size)):
+        if native_size and size > native_size:
+            raise DataError(f"{name} is larger than the images. Received: {name}={size} for "
+                            f"images of {native_size}x{native_size}; expected at most "
+                            f"{native_size} (upscaled crops only blur).")
     train_count = train.count if train else 0
     if train_count < batch_size:
         raise DataError(
@@ -170,11 +189,13 @@ def load_data(
             augment=augmentation.crop_flip,
             crop_padding=augmentation.crop_padding,
             after=batch_augmenter(augmentation, len(class_names)),  # issue 13
+            train_size=train_size,
             **build,
         ),
         val=None if val is None else _pipeline(val, training=False, augment=False, **build),
         class_names=list(class_names),
         image_size=image_size,
+        train_size=train_size,
         preset=preset,
         train_examples=train.count,
         val_examples=0 if val is None else val.count,
@@ -185,23 +206,33 @@ def load_data(
 
 def _pipeline(
     examples, *, training, augment, image_size, preset, batch_size, seed, deterministic, after=None,
-    crop_padding=CIFAR_PAD,
+    crop_padding=CIFAR_PAD, train_size=None,
 ):
     # `after`: an optional `augment.BatchAugmenter`, run on every batch after the crop and
     # flip; it normalizes (issue 13).
     seed = seed if deterministic else None
+    train_size = train_size or image_size
+    # The cifar preset crops at the image size, then resizes; the imagenet preset's
+    # random-resized crop is made at the training size directly.
+    crop_size = train_size if preset == "imagenet" else image_size
     ds = examples.source
     if training:
         ds = ds.shuffle(
             examples.shuffle_buffer or examples.count, seed=seed, reshuffle_each_iteration=True
         )
     to_image = examples.to_image or (lambda image, label: (image, label))
-    if training and augment and preset == "cifar" and examples.to_image is None:
+    if examples.to_encoded is not None:
+        def to_image(*element):
+            encoded, label = examples.to_encoded(*element)
+            return decode_image(encoded), label
+    in_memory = examples.to_image is None and examples.to_encoded is None
+    if training and augment and preset == "cifar" and in_memory:
         ds = _zip_seeds(ds.batch(batch_size, drop_remainder=True), seed)
 
         def augment_batch(batch, batch_seed):
             images, labels = batch
-            images = pad_crop_flip(images, image_size, batch_seed, crop_padding)
+            images = resize_to(pad_crop_flip(images, image_size, batch_seed, crop_padding),
+                               train_size)
             if after is not None:  # issue 13: the same seed, folded, for what comes after
                 return after(images, labels, batch_seed)
             return normalize(images), labels
@@ -212,9 +243,13 @@ def _pipeline(
             ds = _zip_seeds(ds, seed)
 
             def prepare(element, image_seed):
+                if examples.to_encoded is not None:  # JPEG: decode the crop window only
+                    encoded, label = examples.to_encoded(*element)
+                    return resize_to(preprocess_encoded_for_train(
+                        encoded, crop_size, preset, image_seed, crop_padding), train_size), label
                 image, label = to_image(*element)
-                return preprocess_for_train(image, image_size, preset, image_seed,
-                                            crop_padding), label
+                return resize_to(preprocess_for_train(image, crop_size, preset, image_seed,
+                                                      crop_padding), train_size), label
         else:
 
             def prepare(*element):
@@ -238,6 +273,29 @@ def _zip_seeds(ds, seed):
     """
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     return tf.data.Dataset.zip(ds, seeds)
+
+
+def _record_splits(data_dir, val_dir, val_split, split_seed):
+    """TFRecord shards (`resnet_tf.data.records`); `val_dir` may be prepared shards too."""
+    train, val, class_names = record_splits(data_dir, None if val_dir else val_split, split_seed)
+    if val_dir is not None:
+        if not is_records_folder(val_dir):
+            raise DataError(f"--val-dir must be prepared shards too when --data-dir is. Received: "
+                            f"--val-dir '{val_dir}' without a manifest.json; expected the output "
+                            "of `python -m resnet_tf prepare`.")
+        val, _, val_names = record_splits(val_dir, None, split_seed)
+        if val_names != class_names:
+            raise DataError(f"Validation shards '{val_dir}' must have the classes of "
+                            f"'{data_dir}'. Received: {val_names}; expected {class_names}.")
+    manifest = read_manifest(data_dir)
+    return train, val, class_names, manifest.get("image_size"), len(manifest["skipped_indices"])
+
+
+def native_square_size(files):
+    """The side of the square size most of `files` have (from a sample of headers), else None."""
+    _, sizes = _sample_sizes(files)
+    common, _ = _common_size(sizes)
+    return int(common[0]) if common and common[0] == common[1] else None
 
 
 def _folder_splits(data_dir, val_dir, val_split, split_seed, cache):
@@ -469,9 +527,9 @@ def _warn_skipped(files, roots, ok):
 
 def _stream_files(files, labels):
     def read(path, label):
-        return decode_image(tf.io.read_file(path)), label
+        return tf.io.read_file(path), label
 
     source = tf.data.Dataset.from_tensor_slices((files, labels))
-    return Examples(source, len(files), to_image=read, may_fail=True)
+    return Examples(source, len(files), to_encoded=read, may_fail=True)
 
 

@@ -93,9 +93,49 @@ def preprocess_for_train(image, image_size, preset, seed=None, crop_padding=CIFA
         image = pad_crop_flip(image[tf.newaxis], image_size, seed, crop_padding)[0]
         image.set_shape([image_size, image_size, 3])
         return normalize(image)
+    begin, size, flip_seed = _random_resized_crop_box(tf.shape(image), seed)
+    return _finish_random_resized_crop(tf.slice(image, begin, size), image_size, flip_seed)
+
+
+def preprocess_encoded_for_train(encoded, image_size, preset, seed=None, crop_padding=CIFAR_PAD):
+    """`preprocess_for_train(decode_image(encoded), ...)`, decoding only what it keeps.
+
+    For the "imagenet" preset and JPEG bytes, the random-resized crop's window is drawn from
+    the size in the JPEG header (`extract_jpeg_shape`) and only that window is decoded
+    (`decode_and_crop_jpeg`), as TensorFlow's reference ImageNet pipelines do: the same
+    window as decoding the whole image with the same seed, without decoding the pixels the
+    crop throws away. Other formats, and the "cifar" preset, decode the whole image.
+    """
+    check_preset(preset)
+    if preset == "cifar":
+        return preprocess_for_train(decode_image(encoded), image_size, preset, seed, crop_padding)
+    if seed is None:
+        seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
+
+    def fused():
+        height_width = tf.image.extract_jpeg_shape(encoded)[:2]
+        begin, size, flip_seed = _random_resized_crop_box(tf.concat([height_width, [3]], 0), seed)
+        window = tf.stack([begin[0], begin[1], size[0], size[1]])
+        image = tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
+        return _finish_random_resized_crop(image, image_size, flip_seed)
+
+    def whole():
+        return preprocess_for_train(decode_image(encoded), image_size, preset, seed, crop_padding)
+
+    return tf.cond(is_jpeg(encoded), fused, whole)
+
+
+def is_jpeg(encoded):
+    """Whether encoded image bytes are a JPEG (its SOI marker and the next marker's 0xFF)."""
+    return tf.equal(tf.strings.substr(encoded, 0, 3), b"\xff\xd8\xff")
+
+
+def _random_resized_crop_box(shape, seed):
+    """The "imagenet" preset's random crop of an image of `shape` [H, W, C]: 8-100 % of the
+    area, aspect ratio 3/4-4/3, as `(begin, size, seed left for the flip)`."""
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image),
+        shape,
         bounding_boxes=tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
         seed=crop_seed,
         min_object_covered=0.0,
@@ -104,7 +144,11 @@ def preprocess_for_train(image, image_size, preset, seed=None, crop_padding=CIFA
         max_attempts=10,
         use_image_if_no_bounding_boxes=True,
     )
-    image = _resize(tf.slice(image, begin, size), image_size, image_size)
+    return begin, size, flip_seed
+
+
+def _finish_random_resized_crop(crop, image_size, flip_seed):
+    image = _resize(crop, image_size, image_size)
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     image.set_shape([image_size, image_size, 3])
     return normalize(image)
@@ -129,6 +173,16 @@ def pad_crop_flip(images, image_size, seed, crop_padding=CIFAR_PAD):
     cols = offsets[:, 1:] + tf.where(flip, image_size - 1 - steps, steps)
     images = tf.gather(images, rows, axis=1, batch_dims=1)
     return tf.gather(images, cols, axis=2, batch_dims=1)
+
+
+def resize_to(images, size):
+    """`[..., H, W, C]` images (float32) resized to `size` x `size`; as they are when they
+    have that size already (checked when the graph is built)."""
+    if tuple(images.shape[-3:-1]) == (size, size):
+        return images
+    resized = tf.image.resize(images, [size, size], antialias=True)
+    resized.set_shape([*images.shape[:-3], size, size, images.shape[-1]])
+    return resized
 
 
 def _resize(image, height, width):

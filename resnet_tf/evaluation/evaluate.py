@@ -27,6 +27,7 @@ from resnet_tf.data import (
     load_data,
     preprocess_for_eval,
 )
+from resnet_tf.data.records import is_records_folder, record_splits
 from resnet_tf.data.tfds import tfds_eval_split
 from resnet_tf.errors import EvaluationError
 from resnet_tf.export.checkpoint import load_checkpoint
@@ -38,7 +39,7 @@ from resnet_tf.export.savedmodel import (
     latest_version_dir,
 )
 from resnet_tf.metrics import evaluate_model
-from resnet_tf.runs import default_class_names, hold_out_seed, settings_beside
+from resnet_tf.runs import default_class_names, hold_out_seed, settings_beside, temperature_beside
 
 
 @dataclasses.dataclass
@@ -78,7 +79,8 @@ def load_classifier(path, *, image_size=None, preset=None, classes_file=None, to
         path, image_size=image_size, preset=preset, classes_file=classes_file)
     module = ServingModule(
         inference_model(model), class_names=class_names, image_size=image_size,
-        preset=preset, top_k=min(top_k, len(class_names)))
+        preset=preset, top_k=min(top_k, len(class_names)),  # single view: --tta decides
+        temperature=temperature_beside(path))  # the run's calibration, as its export has
     return Classifier(module.serve_bytes, class_names, image_size, preset, model, path)
 
 
@@ -176,7 +178,11 @@ def evaluate(classifier, *, data_dir=None, dataset=None, split="test", tfds_dir=
                               ".keras file or a run folder.")
     if hold_out:
         return _evaluate_hold_out(classifier, tfds_dir, batch_size, tta, errors)
-    if data_dir is not None:
+    if is_records_folder(data_dir):  # `python -m resnet_tf prepare` shards: every record
+        records, _, class_names = record_splits(data_dir, None, 0)
+        source, total = records.source, records.count
+        described = f"shards '{data_dir}'"
+    elif data_dir is not None:
         files, labels, class_names = list_image_folder(data_dir)
         source = tf.data.Dataset.from_tensor_slices((files, labels)).map(
             lambda f, label: (tf.io.read_file(f), label))
@@ -216,7 +222,8 @@ def evaluate(classifier, *, data_dir=None, dataset=None, split="test", tfds_dir=
             return classifier.serve(image_bytes)["probabilities"]
     batches = (source.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
-    result = evaluate_model(model, batches, class_names, tta=tta, on_batch=errors)
+    result = evaluate_model(model, batches, class_names, tta=tta, on_batch=errors,
+                            temperature=_temperature(classifier))
     result.update(model=classifier.path, data=described,
                   skipped_files=0 if total is None else total - result["examples"])
     return result
@@ -243,10 +250,16 @@ def _evaluate_hold_out(classifier, tfds_dir, batch_size, tta, errors):
                               f"(--val-split 0 on {source}); expected a run with a hold-out.")
     batches = data.val.unbatch().batch(batch_size)
     result = evaluate_model(classifier.keras_model, batches, data.class_names, tta=tta,
+                            temperature=_temperature(classifier),
                             on_batch=errors)
     result.update(model=classifier.path, skipped_files=0,
                   data=f"the hold-out of {source} (split seed {hold_out_seed(stored)})")
     return result
+
+
+def _temperature(classifier):
+    """The run's calibration for a Keras model (a SavedModel applies its own inside)."""
+    return None if classifier.keras_model is None else temperature_beside(classifier.path)
 
 
 def format_metrics(metrics, max_matrix_classes=20):
@@ -259,6 +272,8 @@ def format_metrics(metrics, max_matrix_classes=20):
         + (f", {metrics['skipped_files']} unreadable skipped)" if metrics["skipped_files"] else ")"),
         f"top-1 accuracy: {metrics['top1']:.4f}",
         f"top-5 accuracy: {metrics['top5']:.4f}",
+        *([f"calibration error (ECE, {metrics['reliability']['bins']} bins): "
+           f"{metrics['ece']:.4f}"] if "ece" in metrics else []),
         "",
         f"{'class':<{width}}  precision  recall  support",
     ]

@@ -9,7 +9,13 @@ import os
 from resnet_tf.data.preprocessing import default_preset
 from resnet_tf.errors import ExportError
 from resnet_tf.models.saving import load_keras_file
-from resnet_tf.runs import RunDirectory, default_class_names, read_class_names, settings_beside
+from resnet_tf.runs import (
+    RunDirectory,
+    default_class_names,
+    read_class_names,
+    settings_beside,
+    temperature_beside,
+)
 
 # Inside an exported version folder (TF Serving ignores assets.extra): which run wrote it.
 RUN_MARKER = os.path.join("assets.extra", "resnet_tf_run.json")
@@ -52,8 +58,18 @@ def load_checkpoint(source, *, image_size=None, preset=None, classes_file=None,
     return model, class_names, int(image_size), preset, run_dir
 
 
+def serving_tta(source):
+    """The test-time augmentation a model's run evaluated with (its `--tta`): what its
+    export serves unless told otherwise. "none" without a run, and for runs made before
+    `--tta` existed."""
+    return settings_beside(os.fspath(source)).get("tta") or "none"
+
+
 def export_run(run_dir, export_dir=None, **export_args):
     """Exports a finished run's final model (last.keras) once; returns the version folder.
+
+    The export serves the run's own test-time augmentation (`serving_tta`) unless
+    `export_args` names another `tta`, so what the run reported is what it serves.
 
     Idempotent: a version in `export_dir` (default `<run>/export/<model name>`) that this
     run already wrote, recognised by its marker file, is returned instead of adding an
@@ -65,8 +81,14 @@ def export_run(run_dir, export_dir=None, **export_args):
     model, class_names, image_size, preset, _ = load_checkpoint(run.path, model_file="last.keras")
     export_dir = export_dir or run.file(os.path.join("export", model.name))
     remove_partial_exports(export_dir)
+    export_args.setdefault("tta", serving_tta(run.path))
+    export_args.setdefault("temperature", temperature_beside(run.path))
     marker = {"run": run.path, "epochs": int((run.read_config() or {}).get("config", {})
                                              .get("epochs", 0))}
+    if export_args["tta"] != "none":  # a single-view export of the same run stays its own
+        marker["tta"] = export_args["tta"]
+    if export_args["temperature"]:
+        marker["temperature"] = export_args["temperature"]
     for version in sorted(_versions_with_marker(export_dir), reverse=True):
         with open(os.path.join(export_dir, version, RUN_MARKER)) as f:
             try:

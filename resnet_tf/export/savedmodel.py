@@ -42,6 +42,7 @@ from resnet_tf.export.inference import (
     inference_model,
 )
 from resnet_tf.files import current_umask, fault_point
+from resnet_tf.metrics import TTA, TTA_DESCRIPTIONS, tta_views, view_plan
 
 SERVING_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "serving_pixels"
@@ -55,6 +56,8 @@ MAX_IMAGE_PIXELS = 50_000_000
 FORMATS = "JPEG, PNG, GIF, BMP or WebP"
 _HEADER_BYTES = 32
 _PARTIAL_PREFIX = ".tmp-export-"
+# Inside a version folder (TF Serving ignores assets.extra): how the graph serves.
+SERVING_INFO = os.path.join("assets.extra", "resnet_tf_serving.json")
 
 
 def export_serving_model(
@@ -71,6 +74,8 @@ def export_serving_model(
     max_image_bytes=MAX_IMAGE_BYTES,
     max_image_pixels=MAX_IMAGE_PIXELS,
     marker=None,
+    tta="none",
+    temperature=None,
 ):
     """Write `model` as version `version` of a TF Serving model base path.
 
@@ -93,6 +98,15 @@ def export_serving_model(
         max_image_pixels: int. Images with more pixels (read from the header) are rejected.
         marker: optional JSON-able dict written to `assets.extra/resnet_tf_run.json` in
             the version (TF Serving ignores it); `export_run` uses it to export a run once.
+        tta: str. Test-time augmentation inside the serving graph, as `resnet-evaluate
+            --tta` computes it (`resnet_tf.metrics.tta_views`): "none" (one view per image),
+            "flip" (2 views) or "flip-shift" (10 views). The views are made from the
+            preprocessed image in the graph and their outputs averaged before the top k;
+            signatures and outputs stay the same. Recorded in the SavedModel (`tta`) and
+            in `assets.extra/resnet_tf_serving.json`.
+        temperature: optional float > 0. Calibrated probabilities: the log-probabilities
+            (or logits) are divided by it before the softmax (`train.py --calibrate`).
+            The ranking, and so the classes returned, is unchanged.
 
     Returns:
         str. The version folder that was written.
@@ -103,6 +117,13 @@ def export_serving_model(
         raise ExportError(f"top_k must be a positive integer. Received: top_k={top_k!r}")
     classes = len(class_names)
     check_precision(precision)
+    if tta not in TTA:
+        raise ExportError(f"Unknown tta. Received: tta={tta!r}; expected one of "
+                          f"{', '.join(TTA)}.")
+    if temperature is not None and not (isinstance(temperature, (int, float))
+                                        and 0 < temperature < float("inf")):
+        raise ExportError(f"temperature must be a positive number. Received: "
+                          f"temperature={temperature!r}; expected e.g. 1.3, or None.")
 
     export_base_dir = os.fspath(export_base_dir)
     check_output_folder(export_base_dir, "export_base_dir")
@@ -122,7 +143,7 @@ def export_serving_model(
         inference_model(model, fold_batchnorm=fold_batchnorm, precision=precision),
         class_names=class_names, image_size=image_size, preset=preset,
         top_k=min(top_k, classes), max_image_bytes=max_image_bytes,
-        max_image_pixels=max_image_pixels,
+        max_image_pixels=max_image_pixels, tta=tta, temperature=temperature,
     )
     # A server polling the base path only loads purely numeric folders, and the rename
     # is atomic, so it never sees a half-written version.
@@ -131,8 +152,12 @@ def export_serving_model(
         # mkdtemp makes the folder 0700; a TF Serving process of another user must read it.
         os.chmod(tmp, 0o777 & ~current_umask())
         tf.saved_model.save(module, tmp, signatures=module.signatures())
+        os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
+        with open(os.path.join(tmp, SERVING_INFO), "w") as f:
+            json.dump({"tta": tta, "views": len(view_plan(tta)),
+                       "description": TTA_DESCRIPTIONS[tta], "precision": precision,
+                       "temperature": temperature}, f)
         if marker is not None:
-            os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
             with open(os.path.join(tmp, "assets.extra", "resnet_tf_run.json"), "w") as f:
                 json.dump(marker, f)
         if os.path.exists(final):
@@ -305,19 +330,31 @@ class ServingModule(tf.Module):
     """
 
     def __init__(self, model, *, class_names, image_size, preset, top_k,
-                 max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_IMAGE_PIXELS):
+                 max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_IMAGE_PIXELS,
+                 tta="none", temperature=None):
         super().__init__(name="resnet_serving")
         network = frozen_network(model, image_size)
         self.class_names = tf.Variable(class_names, trainable=False, name="class_names")
         self.image_size = tf.Variable(image_size, trainable=False, name="image_size")
         self.preset = tf.Variable(preset, trainable=False, name="preset")
+        self.tta = tf.Variable(tta, trainable=False, name="tta")
         logits = has_linear_head(model)
         names = tf.constant(class_names)
 
         def outputs(images):
-            (scores,) = network(images)  # a frozen function returns a list of outputs
-            scores = tf.cast(scores, tf.float32)
-            scores = tf.nn.softmax(scores) if logits else scores
+            # All views go through the network as one batch; their outputs (probabilities,
+            # or logits of a linear head) are averaged as `evaluate_model` averages them.
+            views = tta_views(images, tta)
+            (scores,) = network(tf.concat([view for view, _ in views], axis=0))
+            scores = tf.reshape(tf.cast(scores, tf.float32),
+                                [len(views), tf.shape(images)[0], len(class_names)])
+            weights = tf.constant([w for _, w in views], tf.float32) / sum(w for _, w in views)
+            scores = tf.tensordot(weights, scores, axes=1)
+            if temperature:  # calibrated: log-probabilities (or logits) over T
+                scores = scores if logits else tf.math.log(tf.maximum(scores, 1e-30))
+                scores = tf.nn.softmax(scores / temperature)
+            elif logits:
+                scores = tf.nn.softmax(scores)
             top_scores, top_classes = tf.math.top_k(scores, k=top_k)
             return {
                 "probabilities": scores,

@@ -14,7 +14,7 @@ def decayed_variables(model):
 
 
 def build_optimizer(name, learning_rate, weight_decay, model, momentum=0.9, *,
-                    grad_clip=None):
+                    grad_clip=None, grad_accum=1):
     """SGD with Nesterov momentum, AdamW, Adam or LAMB; decoupled decay on kernels only.
 
     Keras decays decoupled (`w -= lr * weight_decay * w`, outside the momentum). Coupled
@@ -24,8 +24,13 @@ def build_optimizer(name, learning_rate, weight_decay, model, momentum=0.9, *,
 
     Args:
         grad_clip: optional float. Clip the global gradient norm to this (`global_clipnorm`).
+        grad_accum: int. Micro-batches per update (Keras' `gradient_accumulation_steps`):
+            the gradients of `grad_accum` batches are averaged into one update, as one
+            batch `grad_accum` times larger would give (BatchNorm statistics aside, which
+            stay per micro-batch). The learning-rate schedule counts micro-batches.
     """
-    common = dict(global_clipnorm=grad_clip)
+    common = dict(global_clipnorm=grad_clip,
+                  gradient_accumulation_steps=grad_accum if grad_accum > 1 else None)
     if name == "sgd":
         optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum, nesterov=True,
                                          weight_decay=weight_decay / (1.0 - momentum) or None,
