@@ -42,6 +42,7 @@ from resnet_tf.export.inference import (
     inference_model,
 )
 from resnet_tf.files import current_umask, fault_point
+from resnet_tf.runs import EXPORT_MARKER
 
 SERVING_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "serving_pixels"
@@ -53,6 +54,7 @@ PIXELS_INPUT = "images"
 MAX_IMAGE_BYTES = 32 * 1024**2
 MAX_IMAGE_PIXELS = 50_000_000
 FORMATS = "JPEG, PNG, GIF, BMP or WebP"
+MAX_VERSION = 2**63 - 1  # TF Serving parses version folder names as int64
 _HEADER_BYTES = 32
 _PARTIAL_PREFIX = ".tmp-export-"
 
@@ -109,8 +111,10 @@ def export_serving_model(
     os.makedirs(export_base_dir, exist_ok=True)
     if version is None:
         version = next_version(export_base_dir)
-    elif isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise ExportError(f"version must be a non-negative integer. Received: version={version!r}")
+    elif (isinstance(version, bool) or not isinstance(version, int)
+          or not 0 <= version <= MAX_VERSION):
+        raise ExportError(f"version must be an integer from 0 to {MAX_VERSION} (TF Serving "
+                          f"reads versions as int64). Received: version={version!r}")
     final = os.path.join(export_base_dir, str(version))
     if os.path.exists(final):
         raise ExportError(
@@ -132,11 +136,12 @@ def export_serving_model(
         os.chmod(tmp, 0o777 & ~current_umask())
         tf.saved_model.save(module, tmp, signatures=module.signatures())
         if marker is not None:
-            os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
-            with open(os.path.join(tmp, "assets.extra", "resnet_tf_run.json"), "w") as f:
+            os.makedirs(os.path.join(tmp, os.path.dirname(EXPORT_MARKER)), exist_ok=True)
+            with open(os.path.join(tmp, EXPORT_MARKER), "w") as f:
                 json.dump(marker, f)
         if os.path.exists(final):
             raise ExportError(f"Version {version} appeared in {export_base_dir} during the export.")
+        fault_point("before export rename")
         os.rename(tmp, final)
         fault_point("after export")
     except BaseException:
@@ -314,10 +319,15 @@ class ServingModule(tf.Module):
         logits = has_linear_head(model)
         names = tf.constant(class_names)
 
-        def outputs(images):
+        def scores_of(images):
             (scores,) = network(images)  # a frozen function returns a list of outputs
             scores = tf.cast(scores, tf.float32)
-            scores = tf.nn.softmax(scores) if logits else scores
+            return tf.nn.softmax(scores) if logits else scores
+
+        def outputs(images):
+            # An empty batch never reaches the network: oneDNN's convolutions fail on it.
+            scores = tf.cond(tf.shape(images)[0] > 0, lambda: scores_of(images),
+                             lambda: tf.zeros([0, len(class_names)], tf.float32))
             top_scores, top_classes = tf.math.top_k(scores, k=top_k)
             return {
                 "probabilities": scores,
