@@ -27,6 +27,7 @@ from resnet_tf.data.examples import (
     val_mask,
 )
 from resnet_tf.data.folders import list_image_folder
+from resnet_tf.data.headers import MAX_IMAGE_PIXELS
 from resnet_tf.data.preprocessing import (
     CIFAR_PAD,
     check_preset,
@@ -461,8 +462,10 @@ def _warn_skipped(files, roots, ok):
         bad = [f for f, r, good in zip(files, roots, ok) if r == root and not good]
         if bad:
             noun = "file" if len(bad) == 1 else "files"
+            named = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             warnings.warn(
-                f"Skipped {len(bad)} unreadable image {noun} in {root} (e.g. {bad[0]})",
+                f"Skipped {len(bad)} unreadable image {noun} in {root} (corrupt, or larger "
+                f"than {MAX_IMAGE_PIXELS} pixels): {named}",
                 stacklevel=5,
             )
 
