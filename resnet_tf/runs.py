@@ -114,7 +114,21 @@ class RunDirectory:
             raise ConfigError(f"--out {self.path} holds a run with a different configuration "
                               f"({changes}); pass --overwrite to replace it, or choose "
                               "another --out.")
-        return old.get("status") == "complete"
+        complete = old.get("status") == "complete"
+        if complete:
+            self.check_models()
+        return complete
+
+    def check_models(self):
+        """Raises `ConfigError` when a run that finished an epoch has no best.keras: the
+        best epoch's model cannot be made again, so the run is not complete, and resuming
+        would end without it. (last.keras is rewritten by the next epoch, and runs of
+        the first version did not write it.)"""
+        if not os.path.isfile(self.file("best.keras")):
+            raise ConfigError(
+                f"--out {self.path} has finished epochs but no best.keras. Received: a run "
+                "folder missing its best model; expected the file every finished epoch "
+                "keeps. Pass --overwrite to train the run again.")
 
     def check_writable(self):
         try:

@@ -225,3 +225,37 @@ def test_export_marker_of_an_earlier_version_still_counts(tmp_path, tiny_resnet)
     with open(os.path.join(first, "assets.extra", "resnet_tf_run.json"), "w") as f:
         json.dump({"run": run, "epochs": 0}, f)  # what earlier versions wrote
     assert export_run(run) == first
+
+
+# --- the other cases ----------------------------------------------------------------------
+
+
+def test_run_whose_best_keras_was_deleted_does_not_complete_without_it(tmp_path, tiny_resnet):
+    from resnet_tf.runs import RunDirectory
+    from resnet_tf.training.callbacks import RunRecorder
+
+    run = RunDirectory(str(tmp_path / "run"))
+    os.makedirs(run.path)
+    with open(run.file("history.csv"), "w") as f:
+        f.write("epoch,loss\n1,0.5\n")
+    recorder = RunRecorder(run, "accuracy")
+    recorder.set_model(tiny_resnet(classes=2, size=8))
+    with pytest.raises(ConfigError, match=r"has finished epochs but no best\.keras\. .*Pass "
+                                          "--overwrite"):
+        recorder.on_epoch_begin(1)  # resuming
+    complete = {"config": {"epochs": 1}, "status": "complete"}
+    with pytest.raises(ConfigError, match=r"no best\.keras"):
+        run.check({"epochs": 1}, complete)  # "already complete" is not said either
+    tiny_resnet(classes=2, size=8).save(run.file("best.keras"))
+    assert run.check({"epochs": 1}, complete) is True
+
+
+def test_explain_out_existing_file_is_a_one_line_error(tmp_path, capsys):
+    from resnet_tf.cli import explain
+
+    (tmp_path / "taken").write_text("mine")
+    assert explain.main(["model.keras", "a.png", "--out", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("resnet-explain: error: --out is a file. Received:")
+    assert len(err.splitlines()) == 1
+    assert (tmp_path / "taken").read_text() == "mine"

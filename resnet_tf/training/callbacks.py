@@ -34,6 +34,8 @@ class RunRecorder(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self.rows is None:  # the first epoch of this process, after any restore
             self.rows = [r for r in self.run.read_history() if r["epoch"] <= epoch]
+            if self.rows:
+                self.run.check_models()
 
     def on_epoch_end(self, epoch, logs=None):
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
