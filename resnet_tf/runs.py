@@ -152,12 +152,26 @@ class RunDirectory:
                 f"--out {self.path} holds files but no run (no config.json), and --overwrite "
                 "replaces only a run's own files. Received: a folder of other files; expected "
                 "a run folder or an empty one. Choose another --out.")
-        fault_point("clearing the run")
-        for current, _, names in os.walk(self.path, topdown=False):
+        # config.json goes last: a kill on the way leaves a run folder, which the same
+        # command clears again.
+        self._remove_run_files(self.path)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.file("config.json"))
+
+    def remove_backup(self):
+        """Deletes the backup state of a complete run (only the files the run wrote)."""
+        self._remove_run_files(self.file("backup"))
+
+    def _remove_run_files(self, folder):
+        """Deletes the files under `folder` that `is_run_file` recognises (config.json
+        aside), then the folders of logs/ and backup/ that this leaves empty."""
+        for current, _, names in os.walk(folder, topdown=False):
             relative = os.path.relpath(current, self.path).replace(os.sep, "/")
             for name in names:  # files and links; os.walk lists folders apart
-                if is_run_file(name if relative == "." else f"{relative}/{name}"):
+                if name != "config.json" and is_run_file(
+                        name if relative == "." else f"{relative}/{name}"):
                     os.remove(os.path.join(current, name))
+                    fault_point("clearing the run")
             if current != self.path and relative.split("/")[0] in _RUN_SUBFOLDER_FILES:
                 with contextlib.suppress(OSError):
                     os.rmdir(current)  # only when empty: a user's file keeps its folder

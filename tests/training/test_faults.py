@@ -19,6 +19,7 @@ POINTS = [
     "writing latest.weights.h5",
     "final evaluation",
     "before complete",
+    "before export rename",
     "after export",
 ]
 SLOW_POINTS = {"writing latest.weights.h5", "before complete", "final evaluation",
@@ -55,4 +56,29 @@ def test_killed_run_resumes_to_exactly_one_complete_run(images, tmp_path, point)
     assert json.loads((out / "metrics.json").read_text())["epochs"] == 2
     assert os.listdir(out / "export" / "resnet20") == ["1"]
     assert not (out / "backup").exists()
+    assert not _leftovers(out), _leftovers(out)
+
+
+def test_kill_during_overwrite_keeps_the_users_files_and_exports_the_new_model(images, tmp_path):
+    out = tmp_path / "run"
+    first = run_train("--data-dir", images, *ARGS, "--epochs", "1", "--out", out)
+    assert first.returncode == 0, first.stderr[-3000:]
+    mine = {out / "logs" / "server.log": "up", out / "backup" / "thesis.docx": "chapter 1",
+            out / "export" / "notes.txt": "v1 is in production"}
+    for path, text in mine.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    again = ["--data-dir", images, *ARGS, "--epochs", "1", "--seed", "1", "--overwrite",
+             "--out", out]
+    killed = run_train(*again, RESNET_TF_KILL_AT="clearing the run")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    rerun = run_train(*again)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+    assert {path: path.read_text() for path in mine} == mine
+    config = json.loads((out / "config.json").read_text())
+    assert (config["status"], config["config"]["seed"]) == ("complete", 1)
+    assert len((out / "history.csv").read_text().splitlines()) == 2
+    # The first model stays version 1; the new one is version 2, never a stale "1".
+    assert sorted(os.listdir(out / "export" / "resnet20")) == ["1", "2"]
     assert not _leftovers(out), _leftovers(out)
