@@ -259,3 +259,57 @@ def test_explain_out_existing_file_is_a_one_line_error(tmp_path, capsys):
     assert err.startswith("resnet-explain: error: --out is a file. Received:")
     assert len(err.splitlines()) == 1
     assert (tmp_path / "taken").read_text() == "mine"
+
+
+@pytest.fixture(scope="module")
+def user_folder(tmp_path_factory, tiny_resnet):
+    """A user's folder: a model, an export with version 1, a decompression bomb, a file."""
+    from data.test_image_bombs import png_bomb
+
+    from resnet_tf.export import export_serving_model
+
+    root = tmp_path_factory.mktemp("user")
+    model = tiny_resnet(classes=2, size=8)
+    model.save(root / "model.keras")
+    export_serving_model(model, str(root / "served"), class_names=["a", "b"], image_size=8,
+                         preset="cifar")
+    (root / "images" / "a").mkdir(parents=True)
+    (root / "images" / "b").mkdir()
+    (root / "images" / "a" / "bomb.png").write_bytes(png_bomb(9000, 9000))
+    (root / "images" / "b" / "broken.png").write_bytes(b"\x89PNG broken")
+    (root / "taken").write_text("mine")
+    return root
+
+
+def _refused_commands(root):
+    from resnet_tf.cli import evaluate, explain, export
+
+    model, served, images = str(root / "model.keras"), str(root / "served"), str(root / "images")
+    return {
+        "export to an existing version": (export.main, [model, "--export-dir", served,
+                                                        "--version", "1"]),
+        "export version beyond int64": (export.main, [model, "--export-dir", served,
+                                                      "--version", "9" * 20]),
+        "export to a file": (export.main, [model, "--export-dir", str(root / "taken")]),
+        "evaluate into a file": (evaluate.evaluate_main, [model, "--data-dir", images,
+                                                          "--out", str(root / "taken")]),
+        "evaluate images none can decode": (evaluate.evaluate_main, [
+            model, "--data-dir", images, "--out", str(root / "taken" / "x")]),
+        "predict a bomb": (evaluate.predict_main, [model, str(root / "images" / "a")]),
+        "explain a bomb": (explain.main, [model, str(root / "images" / "a" / "bomb.png"),
+                                          "--out", str(root / "explained")]),
+        "explain into a file": (explain.main, [model, images, "--out", str(root / "taken")]),
+    }
+
+
+@pytest.mark.parametrize("case", list(_refused_commands(__import__("pathlib").Path("."))))
+def test_refused_or_failed_commands_change_nothing_of_the_users(user_folder, case, capsys):
+    main, argv = _refused_commands(user_folder)[case]
+    before = snapshot(user_folder)
+    try:
+        status = main(argv)
+    except SystemExit as stop:  # argparse's own errors
+        status = stop.code
+    assert status in (1, 2), case
+    assert "Traceback" not in capsys.readouterr().err
+    assert snapshot(user_folder) == before

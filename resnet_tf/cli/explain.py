@@ -124,8 +124,10 @@ def _decode(path):
         return decode_image(tf.io.read_file(path))
     except tf.errors.InvalidArgumentError as error:
         reason = error.message.strip().splitlines()[0].rstrip(".")
+        expected = ("a smaller image" if "larger than the limit" in reason
+                    else "a JPEG, PNG, BMP, GIF or WebP file")
         raise ExplainError(f"Received: image '{path}', which cannot be decoded ({reason}); "
-                           "expected a JPEG, PNG, BMP, GIF or WebP file.") from None
+                           f"expected {expected}.") from None
 
 
 def _probabilities(model, inputs):
