@@ -37,8 +37,9 @@ _CREATED = {}  # run path -> the outermost folder this process created for it
 
 # Written by `train`; `--overwrite` removes these files and, in logs/ and backup/, the
 # files `is_run_file` recognises; export/ is kept: a new model gets a new version there.
-ARTIFACTS = ("config.json", "classes.txt", "history.csv", "curves.png", "metrics.json",
-             "best.keras", "last.keras", "logs", "backup", "export")
+RUN_FILES = ("config.json", "classes.txt", "history.csv", "curves.png", "metrics.json",
+             "best.keras", "last.keras")
+ARTIFACTS = (*RUN_FILES, "logs", "backup", "export")
 _RUN_SUBFOLDER_FILES = {
     # TensorBoard event files of EpochScalars, in logs/train and logs/validation.
     "logs": re.compile(r"(train|validation)/events\.out\.tfevents\.[^/]+"),
@@ -55,7 +56,7 @@ def is_run_file(relative):
     `train` writes: the proof `RunDirectory.clear` needs before deleting it."""
     top, _, rest = relative.partition("/")
     if not rest:
-        return top in ARTIFACTS[:7]
+        return top in RUN_FILES
     pattern = _RUN_SUBFOLDER_FILES.get(top)
     return bool(pattern and pattern.fullmatch(rest))
 
