@@ -323,7 +323,13 @@ def _sample_sizes(files):
     sampled, sizes = [], []
     for i in sorted(sample):
         try:
-            with Image.open(files[i]) as image:
+            with warnings.catch_warnings():
+                # A decompression bomb is the decode pass's to skip and name, not PIL's.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(files[i])
+            with image:
+                if image.size[0] * image.size[1] > MAX_IMAGE_PIXELS:
+                    continue  # decoding skips it
                 sizes.append(image.size[::-1])
                 sampled.append(files[i])
         except Exception:  # Unreadable files are the decode pass's business.
