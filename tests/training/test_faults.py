@@ -82,3 +82,49 @@ def test_kill_during_overwrite_keeps_the_users_files_and_exports_the_new_model(i
     # The first model stays version 1; the new one is version 2, never a stale "1".
     assert sorted(os.listdir(out / "export" / "resnet20")) == ["1", "2"]
     assert not _leftovers(out), _leftovers(out)
+
+
+_DOWNLOAD = """
+import dataclasses, functools, hashlib, http.server, os, sys, threading
+from resnet_tf.models import registry
+
+folder = sys.argv[1]
+with open(os.path.join(folder, "served.bin"), "rb") as f:
+    digest = hashlib.sha256(f.read()).hexdigest()
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=folder)
+handler.log_message = lambda *args: None
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+entry = dataclasses.replace(next(iter(registry.WEIGHTS.values())), file_hash=digest,
+                            url=f"http://127.0.0.1:{server.server_port}/served.bin",
+                            file_name="test_weights.bin")
+registry.get_weights = lambda name, **build: entry
+path, _ = registry.resolve_weights(entry.name)
+print(path)
+"""
+
+
+def test_kill_during_the_weights_download_leaves_no_trusted_file(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import train_env
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "served.bin").write_bytes(os.urandom(100_000))
+    home = tmp_path / "keras_home"
+    env = train_env(KERAS_HOME=str(home))
+
+    def download(**extra):
+        return subprocess.run([sys.executable, "-c", _DOWNLOAD, str(served)],
+                              env={**env, **extra}, capture_output=True, text=True, timeout=300)
+
+    killed = download(RESNET_TF_KILL_AT="after download")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (home / "models" / "test_weights.bin").exists()  # only a .part, never trusted
+    again = download()
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (home / "models" / "test_weights.bin").read_bytes() == (served / "served.bin").read_bytes()
+    # Known: the killed process's `.test_weights.bin.<pid>.part` stays in the cache
+    # (resnet_tf/models/registry.py removes only its own partial file).
