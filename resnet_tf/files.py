@@ -121,10 +121,15 @@ def fault_point(name):
 @contextlib.contextmanager
 def socket_timeout(seconds=None):
     """Downloads inside fail within `seconds` (default `DOWNLOAD_TIMEOUT_S`) per socket
-    operation instead of hanging."""
+    operation instead of hanging.
+
+    A finished download ends at `fault_point("after download")`: its file is complete
+    but not yet checked or moved into place, the moment a kill must not make it trusted.
+    """
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S if seconds is None else seconds)
     try:
         yield
+        fault_point("after download")
     finally:
         socket.setdefaulttimeout(previous)

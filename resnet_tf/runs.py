@@ -8,17 +8,20 @@
     logs/         TensorBoard; backup/ the BackupAndRestore state; export/ the SavedModel
 
 Every file is replaced atomically, so a run killed at any moment leaves each file
-either as it was or complete.
+either as it was or complete. `--overwrite` deletes only what `is_run_file` proves the
+run wrote, and only in a folder holding a run (config.json): never a user's file.
 """
 
+import atexit
+import contextlib
 import csv
 import json
 import os
-import shutil
+import re
 import tempfile
 
 from resnet_tf.errors import ConfigError
-from resnet_tf.files import atomic_write, remove_debris, write_text
+from resnet_tf.files import atomic_write, fault_point, remove_debris, write_text
 
 # config.json values of earlier versions, as this version spells them.
 _LEGACY_VALUES = {"augment": {True: "basic", False: "none"}}
@@ -30,12 +33,33 @@ def _key(value):
 
 LOCK_FILE = ".lock"
 _HELD_LOCKS = {}  # run path -> file descriptor holding its flock, for this process
+_CREATED = {}  # run path -> the outermost folder this process created for it
 
+# Written by `train`; `--overwrite` removes these files and, in logs/ and backup/, the
+# files `is_run_file` recognises; export/ is kept: a new model gets a new version there.
 CALIBRATION = "calibration.json"
-# Written by `train`; `--overwrite` removes exactly these and nothing else.
-ARTIFACTS = ("config.json", "classes.txt", "history.csv", "curves.png", "metrics.json",
-             "best.keras", "last.keras", "logs", "backup", "export", CALIBRATION,
-             "reliability.png")
+RUN_FILES = ("config.json", "classes.txt", "history.csv", "curves.png", "metrics.json",
+             "best.keras", "last.keras", CALIBRATION, "reliability.png")
+ARTIFACTS = (*RUN_FILES, "logs", "backup", "export")
+_RUN_SUBFOLDER_FILES = {
+    # TensorBoard event files of EpochScalars, in logs/train and logs/validation.
+    "logs": re.compile(r"(train|validation)/events\.out\.tfevents\.[^/]+"),
+    # BackupAndRestore and ModelEMA state, also of a fine-tuning phase and other workers.
+    "backup": re.compile(r"((finetune|worker-\d+)/){0,2}"
+                         r"(latest\.weights\.h5|training_metadata\.json|ema-\d+\.npz)"),
+}
+# Inside an exported version folder (TF Serving ignores assets.extra): which run wrote it.
+EXPORT_MARKER = os.path.join("assets.extra", "resnet_tf_run.json")
+
+
+def is_run_file(relative):
+    """True when `relative` (a path inside a run folder, "/"-separated) names a file that
+    `train` writes: the proof `RunDirectory.clear` needs before deleting it."""
+    top, _, rest = relative.partition("/")
+    if not rest:
+        return top in RUN_FILES
+    pattern = _RUN_SUBFOLDER_FILES.get(top)
+    return bool(pattern and pattern.fullmatch(rest))
 
 
 def default_class_names(classes):
@@ -78,7 +102,8 @@ class RunDirectory:
         if old is None:
             if self._entries():
                 raise ConfigError(f"--out {self.path} is not empty and holds no run "
-                                  "(no config.json); choose another --out or pass --overwrite.")
+                                  "(no config.json); choose another --out (an empty or new "
+                                  "folder, or a run folder).")
             return False
         # Keys a newer version added are not differences: the old run did not have them;
         # values an older version spelled otherwise are compared as they are spelled now.
@@ -91,10 +116,26 @@ class RunDirectory:
             raise ConfigError(f"--out {self.path} holds a run with a different configuration "
                               f"({changes}); pass --overwrite to replace it, or choose "
                               "another --out.")
-        return old.get("status") == "complete"
+        complete = old.get("status") == "complete"
+        if complete:
+            self.check_models()
+        return complete
+
+    def check_models(self):
+        """Raises `ConfigError` when a run that finished an epoch has no best.keras: the
+        best epoch's model cannot be made again, so the run is not complete, and resuming
+        would end without it. (last.keras is rewritten by the next epoch, and runs of
+        the first version did not write it.)"""
+        if not os.path.isfile(self.file("best.keras")):
+            raise ConfigError(
+                f"--out {self.path} has finished epochs but no best.keras. Received: a run "
+                "folder missing its best model; expected the file every finished epoch "
+                "keeps. Pass --overwrite to train the run again.")
 
     def check_writable(self):
         try:
+            if self.path not in _CREATED:
+                _CREATED[self.path] = _first_missing(self.path)
             os.makedirs(self.path, exist_ok=True)
             with tempfile.TemporaryFile(dir=self.path):
                 pass
@@ -103,12 +144,39 @@ class RunDirectory:
                               f"({error.strerror or error}).") from None
 
     def clear(self):
-        for name in ARTIFACTS:
-            path = self.file(name)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            elif os.path.lexists(path):
-                os.remove(path)
+        """`--overwrite`: deletes the files the run wrote (`is_run_file`) and nothing else.
+
+        Raises `ConfigError`, deleting nothing, when the folder holds files but no run
+        (no config.json): they are someone else's. Folders left empty are removed.
+        """
+        if not os.path.isfile(self.file("config.json")) and self._entries():
+            raise ConfigError(
+                f"--out {self.path} holds files but no run (no config.json), and --overwrite "
+                "replaces only a run's own files. Received: a folder of other files; expected "
+                "a run folder or an empty one. Choose another --out.")
+        # config.json goes last: a kill on the way leaves a run folder, which the same
+        # command clears again.
+        self._remove_run_files(self.path)
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.file("config.json"))
+
+    def remove_backup(self):
+        """Deletes the backup state of a complete run (only the files the run wrote)."""
+        self._remove_run_files(self.file("backup"))
+
+    def _remove_run_files(self, folder):
+        """Deletes the files under `folder` that `is_run_file` recognises (config.json
+        aside), then the folders of logs/ and backup/ that this leaves empty."""
+        for current, _, names in os.walk(folder, topdown=False):
+            relative = os.path.relpath(current, self.path).replace(os.sep, "/")
+            for name in names:  # files and links; os.walk lists folders apart
+                if name != "config.json" and is_run_file(
+                        name if relative == "." else f"{relative}/{name}"):
+                    os.remove(os.path.join(current, name))
+                    fault_point("clearing the run")
+            if current != self.path and relative.split("/")[0] in _RUN_SUBFOLDER_FILES:
+                with contextlib.suppress(OSError):
+                    os.rmdir(current)  # only when empty: a user's file keeps its folder
 
     def _entries(self):
         try:
@@ -141,7 +209,29 @@ class RunDirectory:
                 "wait for it to finish (or stop it) and rerun, or choose another --out.") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        if not _HELD_LOCKS:
+            atexit.register(release_unused_folders)
         _HELD_LOCKS[self.path] = fd
+
+    def release_if_unused(self):
+        """Undoes `check_writable` and `lock` of a command that wrote no run here (it was
+        refused or failed first): deletes the `.lock` and the folders this process created,
+        if empty, so no trace is left in a folder that is not a run."""
+        if os.path.exists(self.file("config.json")):
+            return
+        fd = _HELD_LOCKS.pop(self.path, None)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.remove(self.file(LOCK_FILE))
+            os.close(fd)
+        created = _CREATED.pop(self.path, None)
+        folder = self.path
+        while created and (folder == created or folder.startswith(created + os.sep)):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+            folder = os.path.dirname(folder)
 
     def remove_debris(self):
         """Deletes what a killed run leaves behind: half-written temporaries of its files."""
@@ -222,6 +312,40 @@ def temperature_beside(model_path):
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return float(temperature) if isinstance(temperature, (int, float)) and temperature > 0 else None
+
+
+def non_finite_weights(model):
+    """The paths of `model`'s weights holding NaN or infinity (empty when all are finite).
+
+    A run records an epoch, and an exporter writes a model, only when this is empty.
+    """
+    import numpy as np
+
+    return [getattr(w, "path", w.name) for w, value in zip(model.weights, model.get_weights())
+            if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all()]
+
+
+def describe_non_finite(names, total):
+    """"3 of 97 weights are not finite (NaN or infinity), e.g. 'conv1/kernel'"."""
+    return (f"{len(names)} of {total} weights are not finite (NaN or infinity), e.g. "
+            f"{names[0]!r}")
+
+
+def release_unused_folders():
+    """`RunDirectory.release_if_unused` for every run folder this process locked or made
+    (registered to run at exit)."""
+    for path in list(_HELD_LOCKS) + list(_CREATED):
+        RunDirectory(path).release_if_unused()
+
+
+def _first_missing(path):
+    """The outermost folder of `path` that does not exist yet, or None."""
+    missing = None
+    while not os.path.exists(path):
+        missing, path = path, os.path.dirname(path)
+        if path == missing:
+            break
+    return missing
 
 
 def hold_out_seed(config):

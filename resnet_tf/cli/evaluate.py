@@ -8,6 +8,7 @@ import sys
 import numpy as np
 
 from resnet_tf.cli.common import fail
+from resnet_tf.cli.numbers import MAX_BATCH_SIZE, MAX_IMAGE_SIZE, MAX_TOP_K, int_in
 from resnet_tf.data import PRESETS, image_files
 from resnet_tf.errors import EvaluationError
 from resnet_tf.evaluation import (
@@ -46,7 +47,8 @@ def evaluate_parser():
     parser.add_argument("--split", default="test", help="TFDS split (default: test)")
     parser.add_argument("--tfds-dir", help="TFDS data directory")
     parser.add_argument("--out", default="evaluation", help="output folder (default: ./evaluation)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per batch (default: 64)")
+    parser.add_argument("--batch-size", type=int_in(1, MAX_BATCH_SIZE), default=64,
+                        help="images per batch (default: 64)")
     parser.add_argument("--explain", action="store_true",
                         help="show each image of errors.png with its Grad-CAM heat map for "
                              "the predicted class (.keras models and run folders)")
@@ -64,8 +66,6 @@ def evaluate_main(argv=None):
     Returns the exit status."""
     args = evaluate_parser().parse_args(argv)
     try:
-        if args.batch_size < 1:
-            raise EvaluationError(f"--batch-size must be a positive integer. Received: --batch-size {args.batch_size}; expected 1 or more.")
         if args.data_dir is not None and not os.path.exists(args.data_dir):
             raise EvaluationError(f"Image folder '{args.data_dir}' does not exist.")
         check_output_folder(args.out, "--out", EvaluationError)  # before, not after, the work
@@ -118,7 +118,8 @@ def predict_parser():
     )
     parser.add_argument("model", help=".keras file, run folder, or SavedModel (version or base folder)")
     parser.add_argument("images", nargs="+", help="image files or folders of images")
-    parser.add_argument("--top-k", type=int, default=5, help="classes per image (default: 5; a "
+    parser.add_argument("--top-k", type=int_in(1, MAX_TOP_K), default=5,
+                        help="classes per image (default: 5; a "
                         "SavedModel returns at most the k it was exported with)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     _model_options(parser)
@@ -133,8 +134,6 @@ def predict_main(argv=None):
     """
     args = predict_parser().parse_args(argv)
     try:
-        if args.top_k < 1:
-            raise EvaluationError(f"--top-k must be a positive integer. Received: --top-k {args.top_k}; expected 1 or more.")
         files = image_files(args.images)
         classifier = _load(args, top_k=args.top_k)
     except ValueError as error:
@@ -152,7 +151,8 @@ def predict_main(argv=None):
 def _model_options(parser):
     keras_only = parser.add_argument_group("for .keras models (a SavedModel carries its own)")
     keras_only.add_argument("--classes", help="class names file (default: classes.txt beside the model)")
-    keras_only.add_argument("--image-size", type=int, help="input size (default: config.json, else the model's)")
+    keras_only.add_argument("--image-size", type=int_in(1, MAX_IMAGE_SIZE),
+                            help="input size (default: config.json, else the model's)")
     keras_only.add_argument("--preset", choices=PRESETS,
                             help="evaluation preprocessing (default: config.json)")
 

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from resnet_tf.cli.common import fail
+from resnet_tf.cli.numbers import MAX_CHANNELS, MAX_IMAGE_SIZE, MAX_TOP_K, int_in
 from resnet_tf.data import MEAN, PRESETS, STD, decode_image, image_files, preprocess_for_eval
 from resnet_tf.evaluation.explain import (
     ExplainError,
@@ -30,6 +31,7 @@ from resnet_tf.evaluation.explain import (
     overlay,
 )
 from resnet_tf.export import load_checkpoint
+from resnet_tf.export.savedmodel import check_output_folder
 from resnet_tf.files import atomic_write, write_text
 
 _PROG = "resnet-explain"
@@ -49,15 +51,17 @@ def explain_parser():
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder")
     parser.add_argument("--class", dest="class_name", metavar="NAME",
                         help="also show the Grad-CAM of this class")
-    parser.add_argument("--top-k", type=int, default=5, metavar="K", help="scores shown per image (default: 5)")
+    parser.add_argument("--top-k", type=int_in(1, MAX_TOP_K), default=5, metavar="K",
+                        help="scores shown per image (default: 5)")
     parser.add_argument("--layer", metavar="NAME", help="Grad-CAM layer: C2..C5 or a layer name (default: the last stage)")
     parser.add_argument("--features", metavar="STAGE",
                         help="also draw the strongest channels of this stage (C2..C5 or a layer name)")
-    parser.add_argument("--channels", type=int, default=16, metavar="N",
+    parser.add_argument("--channels", type=int_in(1, MAX_CHANNELS), default=16, metavar="N",
                         help="channels in the --features grid (default: 16)")
     model = parser.add_argument_group("model settings (default: the run's config.json)")
     model.add_argument("--classes", help="class names file (default: classes.txt beside the model)")
-    model.add_argument("--image-size", type=int, help="input size (default: config.json, else the model's)")
+    model.add_argument("--image-size", type=int_in(1, MAX_IMAGE_SIZE),
+                       help="input size (default: config.json, else the model's)")
     model.add_argument("--preset", choices=PRESETS, help="evaluation preprocessing (default: config.json)")
     return parser
 
@@ -81,9 +85,7 @@ def main(argv=None):
 
 def _prepare(args):
     """Everything that can fail on the user's input, done before anything is written."""
-    for flag, value in (("--top-k", args.top_k), ("--channels", args.channels)):
-        if value < 1:
-            raise ExplainError(f"Received: {flag} {value}; expected a positive integer.")
+    check_output_folder(args.out, "--out", ExplainError)
     files = image_files(args.images)
     pictures = [_decode(path) for path in files]
     if os.path.isfile(os.path.join(args.model, "saved_model.pb")):
@@ -122,8 +124,10 @@ def _decode(path):
         return decode_image(tf.io.read_file(path))
     except tf.errors.InvalidArgumentError as error:
         reason = error.message.strip().splitlines()[0].rstrip(".")
+        expected = ("a smaller image" if "larger than the limit" in reason
+                    else "a JPEG, PNG, BMP, GIF or WebP file")
         raise ExplainError(f"Received: image '{path}', which cannot be decoded ({reason}); "
-                           "expected a JPEG, PNG, BMP, GIF or WebP file.") from None
+                           f"expected {expected}.") from None
 
 
 def _probabilities(model, inputs):

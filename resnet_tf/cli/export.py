@@ -5,6 +5,7 @@ import os
 import sys
 
 from resnet_tf.cli.common import fail
+from resnet_tf.cli.numbers import MAX_IMAGE_SIZE, MAX_INT64, MAX_TOP_K, int_in
 from resnet_tf.data import PRESETS
 from resnet_tf.errors import ExportError
 from resnet_tf.export.checkpoint import load_checkpoint, serving_tta
@@ -23,8 +24,7 @@ from resnet_tf.runs import hold_out_seed, settings_beside, temperature_beside
 _PROG = "resnet-export"
 
 
-def main(argv=None):
-    """`resnet-export SOURCE [--export-dir DIR] [--version N] ...`. Returns the exit status."""
+def export_parser():
     parser = argparse.ArgumentParser(
         prog=_PROG,
         description="Export a .keras checkpoint or a training run folder as a TF Serving "
@@ -32,10 +32,13 @@ def main(argv=None):
     )
     parser.add_argument("source", help="a .keras file, or a run folder (best.keras, classes.txt, config.json)")
     parser.add_argument("--export-dir", help="model base path (default: <run>/export/<model name>)")
-    parser.add_argument("--version", type=int, help="version number (default: the next free one)")
-    parser.add_argument("--top-k", type=int, default=5, help="classes returned per image (default: 5)")
+    parser.add_argument("--version", type=int_in(0, MAX_INT64),
+                        help="version number (default: the next free one)")
+    parser.add_argument("--top-k", type=int_in(1, MAX_TOP_K), default=5,
+                        help="classes returned per image (default: 5)")
     parser.add_argument("--classes", help="class names file, one per line (default: classes.txt beside the model)")
-    parser.add_argument("--image-size", type=int, help="input size (default: config.json, else the model's)")
+    parser.add_argument("--image-size", type=int_in(1, MAX_IMAGE_SIZE),
+                        help="input size (default: config.json, else the model's)")
     parser.add_argument("--preset", choices=PRESETS, help="evaluation preprocessing (default: config.json)")
     parser.add_argument("--no-fold-batchnorm", action="store_true",
                         help="keep BatchNorm separate from the convolutions")
@@ -54,7 +57,12 @@ def main(argv=None):
                              "repeatable or a comma list")
     parser.add_argument("--data-dir", help="training images for --tflite int8 calibration "
                         "(default: the run's config.json)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    """`resnet-export SOURCE [--export-dir DIR] [--version N] ...`. Returns the exit status."""
+    args = export_parser().parse_args(argv)
     try:
         if args.export_dir is not None:
             check_export_dir(args.export_dir)

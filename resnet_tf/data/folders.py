@@ -37,6 +37,7 @@ def list_image_folder(path):
             f"e.g. '{os.path.join(path, 'cat', '0001.jpg')}'."
         )
     root = os.path.realpath(path)
+    _check_class_folders(path, class_names, root)
     found = [list(walk_images(os.path.join(path, name), root=root)) for name in class_names]
     files, labels, empty = [], [], []
     for label, (name, class_files) in enumerate(zip(class_names, found)):
@@ -58,6 +59,28 @@ def list_image_folder(path):
             f"{', '.join(IMAGE_EXTENSIONS)} in every class."
         )
     return files, labels, class_names
+
+
+def _check_class_folders(path, class_names, root):
+    """Raises `DataError` for a class folder whose name cannot be a class name (classes.txt
+    and the served model hold one printable name per line), or that is a link to the data
+    folder, a folder above it, or another class folder (it would repeat their images)."""
+    for name in class_names:
+        if not name.strip() or not name.isprintable():
+            raise DataError(
+                f"Class folder names must be printable text on one line. Received: {name!r} in "
+                f"'{path}'; expected a name such as 'cat' (rename the folder).")
+    real = {name: os.path.realpath(os.path.join(path, name)) for name in class_names}
+    for name in class_names:
+        target = real[name]
+        if not os.path.islink(os.path.join(path, name)):
+            continue
+        other = next((n for n in class_names if n != name and real[n] == target), None)
+        if target == root or root.startswith(target + os.sep) or other is not None:
+            leads_to = f"class folder '{other}'" if other else f"'{target}', which holds '{path}'"
+            raise DataError(
+                f"Class folder '{name}' in '{path}' is a link to {leads_to}. Received: a class "
+                "made of other classes' images; expected one folder per class (remove the link).")
 
 
 def walk_images(folder, root=None):

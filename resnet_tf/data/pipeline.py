@@ -27,6 +27,7 @@ from resnet_tf.data.examples import (
     val_mask,
 )
 from resnet_tf.data.folders import list_image_folder
+from resnet_tf.data.headers import MAX_IMAGE_PIXELS
 from resnet_tf.data.preprocessing import (
     CIFAR_PAD,
     check_preset,
@@ -380,7 +381,13 @@ def _sample_sizes(files):
     sampled, sizes = [], []
     for i in sorted(sample):
         try:
-            with Image.open(files[i]) as image:
+            with warnings.catch_warnings():
+                # A decompression bomb is the decode pass's to skip and name, not PIL's.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                image = Image.open(files[i])
+            with image:
+                if image.size[0] * image.size[1] > MAX_IMAGE_PIXELS:
+                    continue  # decoding skips it
                 sizes.append(image.size[::-1])
                 sampled.append(files[i])
         except Exception:  # Unreadable files are the decode pass's business.
@@ -519,8 +526,10 @@ def _warn_skipped(files, roots, ok):
         bad = [f for f, r, good in zip(files, roots, ok) if r == root and not good]
         if bad:
             noun = "file" if len(bad) == 1 else "files"
+            named = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
             warnings.warn(
-                f"Skipped {len(bad)} unreadable image {noun} in {root} (e.g. {bad[0]})",
+                f"Skipped {len(bad)} unreadable image {noun} in {root} (corrupt, or larger "
+                f"than {MAX_IMAGE_PIXELS} pixels): {named}",
                 stacklevel=5,
             )
 

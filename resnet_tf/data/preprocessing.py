@@ -10,6 +10,7 @@ applies exactly the preprocessing the model was trained and evaluated with:
 
 import tensorflow as tf
 
+from resnet_tf.data.headers import MAX_IMAGE_PIXELS, decoded_pixels
 from resnet_tf.errors import DataError
 from resnet_tf.models.normalization import MEAN, STD  # the models' input scale: one home
 
@@ -38,14 +39,25 @@ def default_preset(image_size):
     return "cifar" if image_size <= 64 else "imagenet"
 
 
-def decode_image(data):
+def decode_image(data, max_pixels=MAX_IMAGE_PIXELS):
     """Decodes JPEG, PNG, BMP or GIF (first frame) bytes to a uint8 `[H, W, 3]` RGB image.
 
-    Grayscale and RGBA become RGB. Truncated or corrupt data raises
-    `tf.errors.InvalidArgumentError`: TF's JPEG decoder rejects a file cut short
-    (`try_recover_truncated` is off) rather than returning a half-grey image.
+    Grayscale and RGBA become RGB. Truncated or corrupt data, and an image whose header
+    declares more than `max_pixels` pixels (`headers.decoded_pixels`, every GIF frame
+    counted), raise `tf.errors.InvalidArgumentError` before anything is decoded: TF's
+    JPEG decoder rejects a file cut short (`try_recover_truncated` is off) rather than
+    returning a half-grey image. Image folders skip such files as unreadable.
     """
-    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    pixels = decoded_pixels(data)
+    message = f"image is larger than the limit of {max_pixels} pixels; decoding it needs"
+    if tf.executing_eagerly():  # the same error, without graph-mode Assert's wrapping
+        if int(pixels) > max_pixels:
+            raise tf.errors.InvalidArgumentError(None, None, f"{message} {int(pixels)}")
+        checks = []
+    else:
+        checks = [tf.debugging.Assert(tf.less_equal(pixels, max_pixels), [message, pixels])]
+    with tf.control_dependencies(checks):
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
     return image
 
@@ -114,6 +126,13 @@ def preprocess_encoded_for_train(encoded, image_size, preset, seed=None, crop_pa
 
     def fused():
         height_width = tf.image.extract_jpeg_shape(encoded)[:2]
+        # The limit of every decode (`decode_image`), from the same header.
+        pixels = tf.reduce_prod(tf.cast(height_width, tf.int64))
+        within = tf.debugging.Assert(pixels <= MAX_IMAGE_PIXELS, [
+            f"image is larger than the limit of {MAX_IMAGE_PIXELS} pixels; decoding it needs",
+            pixels])
+        with tf.control_dependencies([within]):
+            height_width = tf.identity(height_width)
         begin, size, flip_seed = _random_resized_crop_box(tf.concat([height_width, [3]], 0), seed)
         window = tf.stack([begin[0], begin[1], size[0], size[1]])
         image = tf.image.decode_and_crop_jpeg(encoded, window, channels=3)

@@ -14,6 +14,7 @@ Metrics come from `metrics.evaluate_model`, the function the trainer uses.
 
 import dataclasses
 import os
+import re
 import warnings
 
 import numpy as np
@@ -359,8 +360,9 @@ def request_error(error):
     """The user-facing part of a failed request's InvalidArgumentError message."""
     message = error.message
     if "assertion failed: [" in message:
-        message = message.split("assertion failed: [", 1)[1]
-        return message.split("]", 1)[0].strip()
+        # "assertion failed: [text] [value] ..." on its first line: the text and its values.
+        first = message.split("assertion failed: ", 1)[1].splitlines()[0]
+        return " ".join(part.strip() for part in re.findall(r"\[([^\]]*)\]", first))
     lines = [line.strip() for line in message.splitlines()]
     useful = [line for line in lines if line and not line.startswith(("[[", "Graph execution", "Detected at",
                                                                       "<stack traces"))]

@@ -3,6 +3,7 @@
 The run folder itself is read through `resnet_tf.runs`, its one reader.
 """
 
+import hashlib
 import json
 import os
 
@@ -10,6 +11,7 @@ from resnet_tf.data.preprocessing import default_preset
 from resnet_tf.errors import ExportError
 from resnet_tf.models.saving import load_keras_file
 from resnet_tf.runs import (
+    EXPORT_MARKER,
     RunDirectory,
     default_class_names,
     read_class_names,
@@ -17,8 +19,7 @@ from resnet_tf.runs import (
     temperature_beside,
 )
 
-# Inside an exported version folder (TF Serving ignores assets.extra): which run wrote it.
-RUN_MARKER = os.path.join("assets.extra", "resnet_tf_run.json")
+RUN_MARKER = EXPORT_MARKER
 
 
 def load_checkpoint(source, *, image_size=None, preset=None, classes_file=None,
@@ -68,12 +69,15 @@ def serving_tta(source):
 def export_run(run_dir, export_dir=None, **export_args):
     """Exports a finished run's final model (last.keras) once; returns the version folder.
 
-    The export serves the run's own test-time augmentation (`serving_tta`) unless
-    `export_args` names another `tta`, so what the run reported is what it serves.
+    An export is identified by what it serves: its marker file holds the run folder and
+    `weights_digest` of the model. A version in `export_dir` (default
+    `<run>/export/<model name>`) with the same marker is returned instead of adding an
+    identical one; any other model, such as the run trained again with `--overwrite`,
+    gets the next version. Unfinished `.tmp-export-*` folders are removed first.
 
-    Idempotent: a version in `export_dir` (default `<run>/export/<model name>`) that this
-    run already wrote, recognised by its marker file, is returned instead of adding an
-    identical one; unfinished `.tmp-export-*` folders are removed first.
+    The export serves the run's own test-time augmentation (`serving_tta`) and
+    calibration temperature unless `export_args` names others, so what the run reported
+    is what it serves; they are part of the marker, so another choice is another export.
     """
     from resnet_tf.export.savedmodel import export_serving_model, remove_partial_exports
 
@@ -83,22 +87,47 @@ def export_run(run_dir, export_dir=None, **export_args):
     remove_partial_exports(export_dir)
     export_args.setdefault("tta", serving_tta(run.path))
     export_args.setdefault("temperature", temperature_beside(run.path))
-    marker = {"run": run.path, "epochs": int((run.read_config() or {}).get("config", {})
-                                             .get("epochs", 0))}
+    marker = {"run": run.path, "weights_sha256": weights_digest(model)}
     if export_args["tta"] != "none":  # a single-view export of the same run stays its own
         marker["tta"] = export_args["tta"]
     if export_args["temperature"]:
         marker["temperature"] = export_args["temperature"]
     for version in sorted(_versions_with_marker(export_dir), reverse=True):
-        with open(os.path.join(export_dir, version, RUN_MARKER)) as f:
-            try:
-                if json.load(f) == marker:
-                    return os.path.join(export_dir, version)
-            except ValueError:
-                continue
+        if _same_export(os.path.join(export_dir, version), marker, run):
+            return os.path.join(export_dir, version)
     return export_serving_model(model, export_dir, class_names=class_names,
                                 image_size=image_size, preset=preset, marker=marker,
                                 **export_args)
+
+
+def weights_digest(model):
+    """SHA-256 (hex) of every weight of `model`, names and values: equal for equal models."""
+    digest = hashlib.sha256()
+    for weight, value in zip(model.weights, model.get_weights()):
+        digest.update(f"{getattr(weight, 'path', weight.name)}:{value.dtype}:{value.shape}"
+                      .encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def _same_export(version_dir, marker, run):
+    try:
+        with open(os.path.join(version_dir, RUN_MARKER)) as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(found, dict) or found.get("run") != marker["run"]:
+        return False
+    if "weights_sha256" in found:  # the same weights, served the same way
+        return found == marker
+    if "tta" in marker or "temperature" in marker:
+        return False  # earlier exports served one view, uncalibrated
+    # A marker of an earlier version ({"run", "epochs"}) names no weights: it is this
+    # model when it was written after last.keras was (last.keras changes only by training).
+    try:
+        return os.path.getmtime(version_dir) >= os.path.getmtime(run.file("last.keras"))
+    except OSError:
+        return False
 
 
 def _versions_with_marker(export_dir):

@@ -10,7 +10,7 @@ import numpy as np
 from resnet_tf.data.preprocessing import PRESETS, default_preset
 from resnet_tf.errors import ExportError, check_choice
 from resnet_tf.models.normalization import WeightsNormalization
-from resnet_tf.runs import default_class_names
+from resnet_tf.runs import default_class_names, describe_non_finite, non_finite_weights
 
 # Serving precision -> the Keras dtype policy of the network's hidden layers.
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
@@ -20,11 +20,22 @@ def check_serving_args(model, *, class_names=None, image_size=None, preset=None)
     """The class names, image size and preset an export of `model` will use, checked.
 
     Defaults: "class_0", "class_1", ...; the model's input size; `default_preset`.
-    Raises `ExportError` for a mismatch with the model.
+    Raises `ExportError` for a mismatch with the model, and for non-finite weights
+    (a model answering NaN is never served).
     """
+    broken = non_finite_weights(model)
+    if broken:
+        raise ExportError(
+            f"The model cannot be exported: {describe_non_finite(broken, len(model.weights))}. "
+            "Received: a diverged model; expected finite weights. Nothing was exported.")
     classes = model.output_shape[-1]
     class_names = ([str(c) for c in class_names] if class_names is not None
                    else default_class_names(classes))
+    blank = [n for n in class_names if not n.strip() or not n.isprintable()]
+    if blank:
+        raise ExportError(
+            f"Class names must be printable text on one line. Received: {blank[0]!r}; "
+            "expected a name such as 'cat' (rename the class folder).")
     if len(class_names) != classes:
         raise ExportError(
             f"The model has {classes} outputs but {len(class_names)} class names were given. "

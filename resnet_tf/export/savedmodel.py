@@ -33,6 +33,7 @@ import warnings
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
+from resnet_tf.data.headers import MAX_IMAGE_PIXELS, header_shape
 from resnet_tf.data.preprocessing import decode_image, normalize, preprocess_for_eval
 from resnet_tf.errors import ExportError
 from resnet_tf.export.inference import (
@@ -43,18 +44,17 @@ from resnet_tf.export.inference import (
 )
 from resnet_tf.files import current_umask, fault_point
 from resnet_tf.metrics import TTA, TTA_DESCRIPTIONS, tta_views, view_plan
+from resnet_tf.runs import EXPORT_MARKER
 
 SERVING_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "serving_pixels"
 BYTES_INPUT = "image_bytes"
 PIXELS_INPUT = "images"
-# Requests past either limit fail with InvalidArgument before any decoding. 50 MP is
-# 8660 x 5773; phone and DSLR photos (12-48 MP) pass. Decoding and resizing take about
-# 15 bytes per pixel (uint8, then float32), 750 MB for a 50 MP image.
+# Requests past either limit fail with InvalidArgument before any decoding; the pixel
+# limit is the one of every decode (`resnet_tf.data.headers`).
 MAX_IMAGE_BYTES = 32 * 1024**2
-MAX_IMAGE_PIXELS = 50_000_000
 FORMATS = "JPEG, PNG, GIF, BMP or WebP"
-_HEADER_BYTES = 32
+MAX_VERSION = 2**63 - 1  # TF Serving parses version folder names as int64
 _PARTIAL_PREFIX = ".tmp-export-"
 # Inside a version folder (TF Serving ignores assets.extra): how the graph serves.
 SERVING_INFO = os.path.join("assets.extra", "resnet_tf_serving.json")
@@ -130,8 +130,10 @@ def export_serving_model(
     os.makedirs(export_base_dir, exist_ok=True)
     if version is None:
         version = next_version(export_base_dir)
-    elif isinstance(version, bool) or not isinstance(version, int) or version < 0:
-        raise ExportError(f"version must be a non-negative integer. Received: version={version!r}")
+    elif (isinstance(version, bool) or not isinstance(version, int)
+          or not 0 <= version <= MAX_VERSION):
+        raise ExportError(f"version must be an integer from 0 to {MAX_VERSION} (TF Serving "
+                          f"reads versions as int64). Received: version={version!r}")
     final = os.path.join(export_base_dir, str(version))
     if os.path.exists(final):
         raise ExportError(
@@ -158,10 +160,11 @@ def export_serving_model(
                        "description": TTA_DESCRIPTIONS[tta], "precision": precision,
                        "temperature": temperature}, f)
         if marker is not None:
-            with open(os.path.join(tmp, "assets.extra", "resnet_tf_run.json"), "w") as f:
+            with open(os.path.join(tmp, EXPORT_MARKER), "w") as f:
                 json.dump(marker, f)
         if os.path.exists(final):
             raise ExportError(f"Version {version} appeared in {export_base_dir} during the export.")
+        fault_point("before export rename")
         os.rename(tmp, final)
         fault_point("after export")
     except BaseException:
@@ -341,7 +344,7 @@ class ServingModule(tf.Module):
         logits = has_linear_head(model)
         names = tf.constant(class_names)
 
-        def outputs(images):
+        def scores_of(images):
             # All views go through the network as one batch; their outputs (probabilities,
             # or logits of a linear head) are averaged as `evaluate_model` averages them.
             views = tta_views(images, tta)
@@ -352,9 +355,13 @@ class ServingModule(tf.Module):
             scores = tf.tensordot(weights, scores, axes=1)
             if temperature:  # calibrated: log-probabilities (or logits) over T
                 scores = scores if logits else tf.math.log(tf.maximum(scores, 1e-30))
-                scores = tf.nn.softmax(scores / temperature)
-            elif logits:
-                scores = tf.nn.softmax(scores)
+                return tf.nn.softmax(scores / temperature)
+            return tf.nn.softmax(scores) if logits else scores
+
+        def outputs(images):
+            # An empty batch never reaches the network: oneDNN's convolutions fail on it.
+            scores = tf.cond(tf.shape(images)[0] > 0, lambda: scores_of(images),
+                             lambda: tf.zeros([0, len(class_names)], tf.float32))
             top_scores, top_classes = tf.math.top_k(scores, k=top_k)
             return {
                 "probabilities": scores,
@@ -424,9 +431,9 @@ def checked_decode(contents, max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=M
     """`decode_image` behind checks that fail the request with InvalidArgument.
 
     Empty input, more than `max_image_bytes` bytes, a format other than JPEG, PNG,
-    GIF, BMP or WebP, and more than `max_image_pixels` pixels according to the header
-    (read before decoding, and checked again after it) each raise an error whose
-    message names the problem.
+    GIF, BMP or WebP, and more than `max_image_pixels` pixels according to the headers
+    (`decode_image`'s check, every GIF frame counted) each raise an error whose message
+    names the problem, before anything is decoded.
     """
     size = tf.strings.length(contents)
     checks = [
@@ -436,69 +443,8 @@ def checked_decode(contents, max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=M
             message=f"image_bytes is larger than the limit of {max_image_bytes} bytes"),
     ]
     with tf.control_dependencies(checks):
-        height, width = header_shape(contents)
-    known = tf.greater_equal(height, 0)
-    checks = [
-        tf.debugging.Assert(known, [f"image_bytes is not a {FORMATS} image (unrecognised header)"]),
-        tf.debugging.Assert(
-            tf.less_equal(height * width, max_image_pixels),
-            [f"image is larger than the limit of {max_image_pixels} pixels: height x width =",
-             height, width]),
-    ]
-    with tf.control_dependencies(checks):
-        image = decode_image(contents)
-    # Again after decoding, before the float32 resize: a GIF frame can exceed its header.
-    shape = tf.shape(image, out_type=tf.int64)
+        height, _ = header_shape(contents)
     with tf.control_dependencies([tf.debugging.Assert(
-            tf.less_equal(shape[0] * shape[1], max_image_pixels),
-            [f"image is larger than the limit of {max_image_pixels} pixels: height x width =",
-             shape[0], shape[1]])]):
-        return tf.identity(image)
-
-
-def header_shape(contents):
-    """(height, width) as int64 scalars read from an image's header; (-1, -1) for other formats.
-
-    JPEG via `tf.io.extract_jpeg_shape` (which walks to the SOF marker); PNG, GIF, BMP
-    and WebP (lossy, lossless and extended) from fixed header offsets. For a GIF this is
-    the logical screen, which a frame may exceed.
-    """
-    head = tf.strings.substr(contents, 0, _HEADER_BYTES)
-    head = tf.strings.substr(tf.strings.join([head, "\0" * _HEADER_BYTES]), 0, _HEADER_BYTES)
-    b = tf.cast(tf.io.decode_raw(head, tf.uint8), tf.int64)
-
-    def starts(offset, magic):
-        return tf.reduce_all(tf.equal(b[offset:offset + len(magic)], list(magic)))
-
-    def le(offset, n):  # little-endian unsigned integer
-        return sum(b[offset + i] * (1 << (8 * i)) for i in range(n))
-
-    def be(offset, n):
-        return sum(b[offset + i] * (1 << (8 * (n - 1 - i))) for i in range(n))
-
-    is_jpeg = starts(0, b"\xff\xd8\xff")
-    is_webp = tf.logical_and(starts(0, b"RIFF"), starts(8, b"WEBP"))
-    bmp_height = le(22, 4)
-    bmp_height = tf.where(bmp_height >= 2**31, 2**32 - bmp_height, bmp_height)  # top-down BMPs
-    vp8l = le(21, 4)
-    cases = [
-        (starts(0, b"\x89PNG\r\n\x1a\n"), (be(20, 4), be(16, 4))),
-        (starts(0, b"GIF8"), (le(8, 2), le(6, 2))),
-        (starts(0, b"BM"), (bmp_height, le(18, 4))),
-        (tf.logical_and(is_webp, starts(12, b"VP8 ")),
-         (tf.bitwise.bitwise_and(le(28, 2), 0x3FFF), tf.bitwise.bitwise_and(le(26, 2), 0x3FFF))),
-        (tf.logical_and(is_webp, starts(12, b"VP8L")),
-         (tf.bitwise.bitwise_and(tf.bitwise.right_shift(vp8l, 14), 0x3FFF) + 1,
-          tf.bitwise.bitwise_and(vp8l, 0x3FFF) + 1)),
-        (tf.logical_and(is_webp, starts(12, b"VP8X")), (le(27, 3) + 1, le(24, 3) + 1)),
-    ]
-    height = width = tf.constant(-1, tf.int64)
-    for match, (h, w) in cases:  # at most one matches
-        height, width = tf.where(match, h, height), tf.where(match, w, width)
-
-    def jpeg_shape():
-        shape = tf.io.extract_jpeg_shape(contents, output_type=tf.int64)
-        return shape[0], shape[1]
-
-    return tf.cond(is_jpeg, jpeg_shape, lambda: (height, width))
-
+            tf.greater_equal(height, 0),
+            [f"image_bytes is not a {FORMATS} image (unrecognised header)"])]):
+        return decode_image(contents, max_image_pixels)

@@ -14,6 +14,7 @@ import numpy as np
 
 from resnet_tf.errors import ConfigError, TrainingDivergedError
 from resnet_tf.files import atomic_write, fault_point, write_text
+from resnet_tf.runs import describe_non_finite, non_finite_weights
 
 
 class RunRecorder(keras.callbacks.Callback):
@@ -33,6 +34,8 @@ class RunRecorder(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if self.rows is None:  # the first epoch of this process, after any restore
             self.rows = [r for r in self.run.read_history() if r["epoch"] <= epoch]
+            if self.rows:
+                self.run.check_models()
 
     def on_epoch_end(self, epoch, logs=None):
         lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
@@ -244,20 +247,29 @@ class EpochScalars(keras.callbacks.Callback):
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stops training with `TrainingDivergedError` when an epoch ends with a non-finite loss.
+    """Stops training with `TrainingDivergedError` when an epoch ends with a non-finite
+    loss or validation loss, or with non-finite weights (`runs.non_finite_weights`).
 
     Placed before the callbacks that save, so the diverged epoch is neither recorded
     nor backed up: the run folder keeps the last finite epoch, ready to resume.
     """
 
     def on_epoch_end(self, epoch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
+        logs = logs or {}
+        found = [f"the {name.replace('val_', 'validation ')} of epoch {epoch + 1} is "
+                 f"{float(logs[name])}" for name in ("loss", "val_loss")
+                 if logs.get(name) is not None and not math.isfinite(float(logs[name]))]
+        if not found:
+            broken = non_finite_weights(self.model)
+            if broken:
+                found = [f"after epoch {epoch + 1}, "
+                         f"{describe_non_finite(broken, len(self.model.weights))}"]
+        if found:
             raise TrainingDivergedError(
-                f"Training diverged: the loss of epoch {epoch + 1} is {float(loss)}; nothing of "
-                "that epoch was saved and no model was exported. Received: a non-finite loss; "
-                "expected a finite one. Lower --lr (or add --warmup-epochs) and pass --overwrite, "
-                "or rerun as it is to retry from the last finished epoch.")
+                f"Training diverged: {found[0]}; nothing of that epoch was saved and no model "
+                "was exported. Received: a non-finite loss or weights; expected finite ones. "
+                "Lower --lr or --wd (or add --warmup-epochs) and pass --overwrite, or rerun as "
+                "it is to retry from the last finished epoch.")
 
 
 class MidEpochFault(keras.callbacks.Callback):

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import sys
 
 import keras
@@ -198,7 +197,7 @@ def train(config, options=RunOptions()):
     fault_point("before complete")
     write_json(run.file("config.json"),
                {"config": resolved, "status": "complete", "runtime": runtime})
-    shutil.rmtree(run.file("backup"), ignore_errors=True)
+    run.remove_backup()
     print(f"Run complete: {run.path}", flush=True)
     return dict(metrics, run_dir=run.path)
 

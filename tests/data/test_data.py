@@ -268,7 +268,8 @@ def test_unreadable_files_are_skipped_counted_and_reported(tmp_path):
 
     with pytest.warns(
         UserWarning,
-        match=r"Skipped 4 unreadable image files in .*train \(e\.g\. .*truncated\.jpg\)",
+        match=r"Skipped 4 unreadable image files in .*train \(corrupt, or larger than "
+              r"50000000 pixels\): .*truncated\.jpg, .*empty\.png, .*garbage\.jpg, .*text\.gif",
     ):
         result = load_data(data_dir=root, batch_size=2, augment=False)
 

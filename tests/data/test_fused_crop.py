@@ -63,3 +63,16 @@ def test_same_seed_same_crop_and_crops_vary_with_the_seed():
                for s in (0, 0, 1)]
     np.testing.assert_array_equal(outputs[0], outputs[1])
     assert np.abs(outputs[0] - outputs[2]).mean() > 0.05
+
+
+def test_a_jpeg_declaring_too_many_pixels_is_refused_before_decoding():
+    from resnet_tf.data.headers import MAX_IMAGE_PIXELS
+
+    encoded = bytearray(_photo(64, 64, seed=5))
+    # Rewrite the frame header (SOF0: FF C0, length, precision, height, width) to 15000^2.
+    sof = encoded.index(b"\xff\xc0")
+    encoded[sof + 5:sof + 9] = (15000).to_bytes(2, "big") * 2
+    assert 15000 * 15000 > MAX_IMAGE_PIXELS
+    with pytest.raises(tf.errors.InvalidArgumentError, match="larger than the limit"):
+        preprocess_encoded_for_train(tf.constant(bytes(encoded)), SIZE, "imagenet",
+                                     tf.constant([0, 0], tf.int64))

@@ -19,6 +19,7 @@ POINTS = [
     "writing latest.weights.h5",
     "final evaluation",
     "before complete",
+    "before export rename",
     "after export",
 ]
 SLOW_POINTS = {"writing latest.weights.h5", "before complete", "final evaluation",
@@ -56,3 +57,74 @@ def test_killed_run_resumes_to_exactly_one_complete_run(images, tmp_path, point)
     assert os.listdir(out / "export" / "resnet20") == ["1"]
     assert not (out / "backup").exists()
     assert not _leftovers(out), _leftovers(out)
+
+
+def test_kill_during_overwrite_keeps_the_users_files_and_exports_the_new_model(images, tmp_path):
+    out = tmp_path / "run"
+    first = run_train("--data-dir", images, *ARGS, "--epochs", "1", "--out", out)
+    assert first.returncode == 0, first.stderr[-3000:]
+    mine = {out / "logs" / "server.log": "up", out / "backup" / "thesis.docx": "chapter 1",
+            out / "export" / "notes.txt": "v1 is in production"}
+    for path, text in mine.items():
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    again = ["--data-dir", images, *ARGS, "--epochs", "1", "--seed", "1", "--overwrite",
+             "--out", out]
+    killed = run_train(*again, RESNET_TF_KILL_AT="clearing the run")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    rerun = run_train(*again)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+
+    assert {path: path.read_text() for path in mine} == mine
+    config = json.loads((out / "config.json").read_text())
+    assert (config["status"], config["config"]["seed"]) == ("complete", 1)
+    assert len((out / "history.csv").read_text().splitlines()) == 2
+    # The first model stays version 1; the new one is version 2, never a stale "1".
+    assert sorted(os.listdir(out / "export" / "resnet20")) == ["1", "2"]
+    assert not _leftovers(out), _leftovers(out)
+
+
+_DOWNLOAD = """
+import dataclasses, functools, hashlib, http.server, os, sys, threading
+from resnet_tf.models import registry
+
+folder = sys.argv[1]
+with open(os.path.join(folder, "served.bin"), "rb") as f:
+    digest = hashlib.sha256(f.read()).hexdigest()
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=folder)
+handler.log_message = lambda *args: None
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+entry = dataclasses.replace(next(iter(registry.WEIGHTS.values())), file_hash=digest,
+                            url=f"http://127.0.0.1:{server.server_port}/served.bin",
+                            file_name="test_weights.bin")
+registry.get_weights = lambda name, **build: entry
+path, _ = registry.resolve_weights(entry.name)
+print(path)
+"""
+
+
+def test_kill_during_the_weights_download_leaves_no_trusted_file(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import train_env
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "served.bin").write_bytes(os.urandom(100_000))
+    home = tmp_path / "keras_home"
+    env = train_env(KERAS_HOME=str(home))
+
+    def download(**extra):
+        return subprocess.run([sys.executable, "-c", _DOWNLOAD, str(served)],
+                              env={**env, **extra}, capture_output=True, text=True, timeout=300)
+
+    killed = download(RESNET_TF_KILL_AT="after download")
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (home / "models" / "test_weights.bin").exists()  # only a .part, never trusted
+    again = download()
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (home / "models" / "test_weights.bin").read_bytes() == (served / "served.bin").read_bytes()
+    # Known: the killed process's `.test_weights.bin.<pid>.part` stays in the cache
+    # (resnet_tf/models/registry.py removes only its own partial file).
