@@ -39,18 +39,64 @@ def test_every_entry_carries_its_facts(name):
     assert entry.build["depth"] in DEPTHS and set(entry.build) <= _BUILD_ARGUMENTS
     assert entry.url.startswith("https://")
     assert os.sep not in entry.file_name
-    if entry.source == "torchvision":  # the SHA-256 prefix torch hub puts in the file name
-        assert entry.file_name.endswith(f"-{entry.file_hash}.pth")
-        assert len(entry.file_hash) == 8
-    elif entry.source == "keras":
+    if entry.source == "keras":
         assert len(entry.file_hash) == 32  # md5, as keras.applications publishes
-    else:
-        assert entry.file_hash is None  # the timm model cards publish no hash
+    elif entry.file_hash is not None:  # the SHA-256 prefix torch hub and timm put in the name
+        assert entry.file_name.endswith(f"-{entry.file_hash}.pth")
+        assert len(entry.file_hash) == 8 and entry.unpinned is None
     pre = entry.preprocessing
     assert pre.mode in ("torch", "caffe") and len(pre.mean) == 3
     assert (pre.std is None) == (pre.mode == "caffe")
     assert pre.resize is None or pre.resize > pre.crop
-    assert entry.top1 is None or 65 < entry.top1 < 85
+    for top1 in (entry.top1, entry.test_top1):
+        assert top1 is None or 65 < top1 < 85
+
+
+@pytest.mark.parametrize("name", [n for n, e in WEIGHTS.items() if e.source == "timm"])
+def test_timm_entries_are_pinned_or_say_why_not(name):
+    entry = WEIGHTS[name]
+    if entry.file_hash is None:  # a branch of the Hugging Face Hub
+        assert "/resolve/main/" in entry.url and "no hash" in entry.unpinned
+        assert entry.format == "safetensors"
+    else:  # a GitHub release file, named with its hash as torchvision's are
+        assert entry.url.startswith("https://github.com/") and "/releases/download/" in entry.url
+        assert entry.url.endswith("/" + entry.file_name) and entry.unpinned is None
+        assert entry.format == "torch"
+
+
+@pytest.mark.parametrize("name", list(WEIGHTS))
+def test_every_entry_has_a_published_top1(name):
+    entry = WEIGHTS[name]
+    # No source publishes the ResNetV2 entries at their train size: timm's test size then.
+    assert entry.top1 is not None or (entry.source == "timm" and entry.test_top1 is not None)
+
+
+# timm's results table as published (results/results-imagenet.csv of
+# huggingface/pytorch-image-models at 0173a139a2c66db3a41ebfe1d8ac4fb02483642e): the
+# rows of our entries, columns model, top1, img_size, crop_pct.
+_TIMM_RESULTS = """\
+resnet18.a1_in1k,73.158,288,1.000
+resnet34.a1_in1k,77.918,288,1.000
+resnet50.a1_in1k,81.214,288,1.000
+resnet101.a1_in1k,82.322,288,1.000
+resnet152.a1_in1k,82.732,288,1.000
+resnet50d.a1_in1k,81.450,288,1.000
+resnet101d.ra2_in1k,83.016,320,1.000
+seresnet50.a1_in1k,81.102,288,1.000
+resnext50_32x4d.a1_in1k,81.466,288,1.000
+resnetv2_50.a1h_in1k,81.398,288,1.000
+resnetv2_101.a1h_in1k,83.002,288,1.000
+"""
+
+
+def test_timm_test_top1_is_timms_results_table():
+    table = {}
+    for line in _TIMM_RESULTS.splitlines():
+        model, top1, size, crop_pct = line.split(",")
+        table["timm:" + model] = (float(top1), int(size), float(crop_pct))
+    ours = {name: (e.test_top1, e.test_crop, 1.0) for name, e in WEIGHTS.items()
+            if e.source == "timm"}
+    assert ours == table
 
 
 def test_file_names_are_unique():
@@ -94,7 +140,8 @@ _SOURCE_FACTS = textwrap.dedent(
     for name in %s:
         c = get_pretrained_cfg(name).to_dict()
         facts["timm:" + name] = dict(
-            hub=c["hf_hub_id"], size=c["input_size"][1], crop_pct=c["crop_pct"],
+            hub=c["hf_hub_id"], url=c["url"] or None,
+            size=c["input_size"][1], crop_pct=c["crop_pct"],
             test_size=(c["test_input_size"] or (0, None))[1],
             interpolation=c["interpolation"], mean=c["mean"], std=c["std"])
     print(json.dumps(facts))
@@ -119,9 +166,9 @@ def test_entries_match_torchvision_and_timm():
             assert (entry.url, entry.top1) == (fact["url"], fact["top1"]), name
             assert (pre.resize, pre.crop, pre.interpolation) == (
                 fact["resize"], fact["crop"], fact["interpolation"]), name
-        elif entry.source == "timm":
-            assert entry.url == (f"https://huggingface.co/{fact['hub']}/resolve/main/"
-                                 "model.safetensors"), name
+        elif entry.source == "timm":  # the release file where timm names one, else the Hub
+            assert entry.url == (fact["url"] or f"https://huggingface.co/{fact['hub']}/"
+                                 "resolve/main/model.safetensors"), name
             assert (pre.crop, pre.resize) == (fact["size"],
                                               int(fact["size"] / fact["crop_pct"])), name
             assert (entry.test_crop, pre.interpolation) == (
