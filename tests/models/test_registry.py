@@ -9,6 +9,7 @@ import functools
 import hashlib
 import http.server
 import importlib.util
+import io
 import json
 import os
 import socket
@@ -331,10 +332,11 @@ def test_partial_file_in_the_cache_is_never_trusted(keras_home, server, monkeypa
     assert path == str(cached) and cached.read_bytes() == CONTENT
 
 
-def test_timm_files_without_hash_must_be_complete(keras_home, server, monkeypatch):
+def test_unpinned_timm_files_must_be_complete(keras_home, server, monkeypatch):
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
     whole = safetensors_numpy.save({"fc.weight": np.ones((10, 8), "float32")})
-    name = "timm:resnet18.a1_in1k"
+    name = "timm:resnetv2_50.a1h_in1k"
+    assert WEIGHTS[name].file_hash is None
     _serve(monkeypatch, server, name, whole, None)
     path, _ = resolve_weights(name)
     assert open(path, "rb").read() == whole
@@ -384,14 +386,66 @@ def _state_dict_of(model):
     return state
 
 
-def test_build_resnet_loads_a_registered_name(keras_home, server, monkeypatch):
+@pytest.fixture
+def fake_download(monkeypatch):
+    """`serve(content)`: from then on keras.utils.get_file "downloads" `content`, without
+    a network; returns the list of URLs asked for."""
+    asked = []
+
+    def serve(content):
+        def get_file(fname, origin, cache_subdir="datasets", cache_dir=None, **kwargs):
+            asked.append(origin)
+            path = os.path.join(cache_dir, cache_subdir, fname)
+            with open(path, "wb") as f:
+                f.write(content)
+            return path
+
+        monkeypatch.setattr(keras.utils, "get_file", get_file)
+        return asked
+
+    return serve
+
+
+def test_pinned_timm_file_with_another_hash_is_refused(keras_home, fake_download):
+    asked = fake_download(CONTENT)
+    with pytest.raises(WeightsDownloadError) as error:
+        resolve_weights("timm:resnet50.a1_in1k")
+    url = ("https://github.com/rwightman/pytorch-image-models/releases/download/"
+           "v0.1-rsb-weights/resnet50_a1_0-14fe96d1.pth")
+    assert asked == [url]
+    assert str(error.value) == (
+        f"The download of {url} is not the published file (expected sha256 14fe96d1) and "
+        "was deleted; download it again, or check a copy yourself and pass "
+        "weights='/path/to/resnet50_a1_0-14fe96d1.pth'."
+    )
+    assert os.listdir(keras_home / "models") == []
+
+
+def _timm_file(state, file_format):
+    """(content, SHA-256 prefix or None) of `state` as timm publishes it."""
+    if file_format == "pth":  # the release files: torch.save's legacy format (clean_checkpoint.py)
+        torch = pytest.importorskip("torch")
+        buffer = io.BytesIO()
+        torch.save({key: torch.tensor(value) for key, value in state.items()}, buffer,
+                   _use_new_zipfile_serialization=False)
+        return buffer.getvalue(), hashlib.sha256(buffer.getvalue()).hexdigest()[:8]
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    return safetensors_numpy.save(state), None  # the Hub's model.safetensors: no hash
+
+
+@pytest.mark.parametrize("file_format", ["pth", "safetensors"])
+def test_build_resnet_loads_a_registered_name(keras_home, fake_download, monkeypatch,
+                                              file_format):
     source = randomise_batchnorm(build_resnet(18, input_shape=(None, None, 3),
                                               classifier_activation=None))
-    content = safetensors_numpy.save(_state_dict_of(source))
-    _serve(monkeypatch, server, "timm:resnet18.a1_in1k", content, None)
+    content, file_hash = _timm_file(_state_dict_of(source), file_format)
+    name = "timm:resnet18.a1_in1k"
+    # No file made here can have the published hash: the entry gets this one's.
+    monkeypatch.setitem(WEIGHTS, name, dataclasses.replace(WEIGHTS[name], file_hash=file_hash))
+    fake_download(content)
     model = build_resnet(18, input_shape=(None, None, 3), classifier_activation=None,
                          weights="timm:a1_in1k")
+    assert os.listdir(keras_home / "models") == ["resnet18_a1_0-d63eafa0.pth"]
     x = np.random.default_rng(0).normal(size=(2, 40, 48, 3)).astype("float32")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)),
                                keras.ops.convert_to_numpy(source(x)), rtol=0, atol=1e-5)
