@@ -5,11 +5,20 @@ spells them: "torchvision:resnet50.IMAGENET1K_V2", "timm:resnet50.a1_in1k",
 "keras:resnet50.imagenet". With the build_resnet arguments at hand the architecture
 may be left out: "torchvision:IMAGENET1K_V2" with depth=50 is the first of those.
 
-Every fact is the source's own: torchvision's `Weights` enums (models/resnet.py),
-timm's pretrained configs and model cards, keras.applications' resnet.py and its
-documented accuracy. `download_weights` downloads a file once into the Keras cache
-and checks it before use; `imagenet_file` fetches keras.applications' own files, the
-notop ones included, into the same cache.
+Every fact is the source's own, one source per family:
+- torchvision: its `Weights` enums (models/resnet.py): file, hash, transform, acc@1.
+- timm: the pretrained configs of timm 1.0.31 (models/resnet.py, models/resnetv2.py
+  `default_cfgs`) for file and transform. Top-1 at the test size (`test_top1`, crop_pct
+  1.0) is timm's results table, results/results-imagenet.csv of
+  github.com/huggingface/pytorch-image-models at commit
+  0173a139a2c66db3a41ebfe1d8ac4fb02483642e, which evaluates each model at its test
+  size only; top-1 at the train size (`top1`) is therefore the model card's
+  (huggingface.co/timm/<name>, "Model Comparison"), None where the card has none.
+- keras.applications: its resnet.py (file, md5) and keras.io's accuracy table.
+
+`download_weights` downloads a file once into the Keras cache and checks it before
+use; `imagenet_file` fetches keras.applications' own files, the notop ones included,
+into the same cache.
 """
 
 import dataclasses
@@ -78,15 +87,19 @@ class PretrainedWeights:
         file_hash: str or None. Hex digest the file must have: a full SHA-256 (64
             characters), an MD5 (32; keras.applications publishes those) or the first
             8 characters of the SHA-256, all torchvision publishes (in the file name),
-            checked as a prefix. None: the source publishes no hash; the file is then
-            only checked to be complete.
+            checked as a prefix (torchvision's and timm's release files carry it in
+            their name). None: the source publishes no hash (see `unpinned`); the
+            file is then only checked to be complete.
         source: str. "torchvision", "timm" or "keras".
         licence: str. The licence the source states for the weights.
         top1: float or None. Published ImageNet-1k validation top-1 (%) with
-            `preprocessing`; None if the source publishes none.
+            `preprocessing`; None if the source publishes none at that size (then
+            `test_top1` is the published figure).
         preprocessing: Preprocessing. What `top1` was measured with.
         test_crop: int or None. timm's larger test resolution (no resize: crop_pct 1.0).
         test_top1: float or None. Published top-1 (%) at `test_crop`.
+        unpinned: str or None. Why `url` may change under the same name and has no
+            hash to check; None for a pinned file (`file_hash` set).
     """
 
     name: str
@@ -100,6 +113,7 @@ class PretrainedWeights:
     preprocessing: Preprocessing
     test_crop: int | None = None
     test_top1: float | None = None
+    unpinned: str | None = None
 
     @property
     def architecture(self):
@@ -108,6 +122,13 @@ class PretrainedWeights:
     @property
     def tag(self):
         return self.name.rsplit(".", 1)[1]
+
+    @property
+    def format(self):
+        """"torch" (`torch.save`), "safetensors" or "legacy" (keras.applications' HDF5):
+        what the file is, from its published name."""
+        return {".pth": "torch", ".safetensors": "safetensors", ".h5": "legacy"}[
+            os.path.splitext(self.file_name)[1]]
 
 
 def _torchvision(architecture, tag, file_name, top1, build, resize):
@@ -125,22 +146,38 @@ def _torchvision(architecture, tag, file_name, top1, build, resize):
     )
 
 
-def _timm(architecture, tag, build, top1, test_top1, *, size=224, test_size=288,
+# A file on the Hugging Face Hub is addressed by branch ("resolve/main"), which a new
+# commit can change; the immutable commit hash is not published in timm's configs and
+# cannot be looked up offline.
+_HUB_UNPINNED = ("timm publishes this file only on the Hugging Face Hub at resolve/main "
+                 "(a branch, no hash); it is only checked to be complete")
+
+
+def _timm(architecture, tag, build, top1, test_top1, *, url=None, size=224, test_size=288,
           mean=IMAGENET_MEAN, std=IMAGENET_STD):
     # timm evaluates at `size` with crop_pct 0.95 (resize floor(size / 0.95)) and at
-    # `test_size` with crop_pct 1.0.
+    # `test_size` with crop_pct 1.0. `url`: the GitHub release file of timm's config,
+    # named "<name>-<first 8 hex digits of its SHA-256>.pth" by timm's
+    # clean_checkpoint.py; an asset that cannot change unnoticed, unlike the Hub's branch.
+    if url is None:
+        url = f"https://huggingface.co/timm/{architecture}.{tag}/resolve/main/model.safetensors"
+        file_name, file_hash = f"timm_{architecture}.{tag}.safetensors", None
+    else:
+        file_name = url.rsplit("/", 1)[1]
+        file_hash = file_name.rsplit("-", 1)[1].split(".")[0]
     return PretrainedWeights(
         name=f"timm:{architecture}.{tag}",
         build=build,
-        url=f"https://huggingface.co/timm/{architecture}.{tag}/resolve/main/model.safetensors",
-        file_name=f"timm_{architecture}.{tag}.safetensors",
-        file_hash=None,
+        url=url,
+        file_name=file_name,
+        file_hash=file_hash,
         source="timm",
         licence="Apache-2.0 (timm model card)",
         top1=top1,
         preprocessing=Preprocessing("torch", mean, std, int(size / 0.95), size, "bicubic"),
         test_crop=test_size,
         test_top1=test_top1,
+        unpinned=None if file_hash else _HUB_UNPINNED,
     )
 
 
@@ -166,6 +203,10 @@ def _keras(depth, top1):
 
 
 _RESNEXT50 = dict(depth=50, groups=32, width_per_group=4)
+# timm's "ResNet strikes back" release, as its cfgs spell it: under the repository's
+# old name for some files, its new one for others (GitHub redirects the old one).
+_RSB_RW = "https://github.com/rwightman/pytorch-image-models/releases/download/v0.1-rsb-weights/"
+_RSB_HF = "https://github.com/huggingface/pytorch-image-models/releases/download/v0.1-rsb-weights/"
 _ENTRIES = (
     # torchvision.models.resnet: url, acc@1, transforms (resize 256 for V1, 232 for V2).
     _torchvision("resnet18", "IMAGENET1K_V1", "resnet18-f37072fd.pth", 69.758,
@@ -202,22 +243,34 @@ _ENTRIES = (
                  dict(depth=101, width_multiplier=2), 256),
     _torchvision("wide_resnet101_2", "IMAGENET1K_V2", "wide_resnet101_2-d733dc28.pth", 82.51,
                  dict(depth=101, width_multiplier=2), 232),
-    # timm: pretrained cfgs (crop_pct 0.95, bicubic, test size) and the model cards'
-    # accuracy tables (top-1 at 224 and at the test size).
-    _timm("resnet18", "a1_in1k", dict(depth=18), 71.49, 73.16),
-    _timm("resnet34", "a1_in1k", dict(depth=34), 76.42, 77.92),
-    _timm("resnet50", "a1_in1k", dict(depth=50), 80.38, 81.22),
-    _timm("resnet101", "a1_in1k", dict(depth=101), 81.5, 82.31),
-    _timm("resnet152", "a1_in1k", dict(depth=152), 81.97, 82.74),
-    _timm("resnet50d", "a1_in1k", dict(depth=50, variant="d"), 80.68, 81.44),
-    _timm("resnet101d", "ra2_in1k", dict(depth=101, variant="d"), 82.26, 83.02,
+    # timm: `url` and transform from the pretrained cfgs; top1 (224, crop_pct 0.95; 256
+    # for resnet101d) from the model cards, test_top1 (288 or 320, crop_pct 1.0) from
+    # results-imagenet.csv (see the module docstring).
+    _timm("resnet18", "a1_in1k", dict(depth=18), 71.49, 73.158,
+          url=_RSB_HF + "resnet18_a1_0-d63eafa0.pth"),
+    _timm("resnet34", "a1_in1k", dict(depth=34), 76.42, 77.918,
+          url=_RSB_HF + "resnet34_a1_0-46f8f793.pth"),
+    _timm("resnet50", "a1_in1k", dict(depth=50), 80.38, 81.214,
+          url=_RSB_RW + "resnet50_a1_0-14fe96d1.pth"),
+    _timm("resnet101", "a1_in1k", dict(depth=101), 81.5, 82.322,
+          url=_RSB_HF + "resnet101_a1_0-cdcb52a9.pth"),
+    _timm("resnet152", "a1_in1k", dict(depth=152), 81.97, 82.732,
+          url=_RSB_HF + "resnet152_a1_0-2eee8a7a.pth"),
+    _timm("resnet50d", "a1_in1k", dict(depth=50, variant="d"), 80.68, 81.45,
+          url=_RSB_HF + "resnet50d_a1_0-e20cff14.pth"),
+    _timm("resnet101d", "ra2_in1k", dict(depth=101, variant="d"), 82.26, 83.016,
+          url="https://github.com/rwightman/pytorch-image-models/releases/download/"
+              "v0.1-weights/resnet101d_ra2-2803ffab.pth",
           size=256, test_size=320),
-    _timm("seresnet50", "a1_in1k", dict(depth=50, se_ratio=1 / 16), 80.02, 81.1),
-    _timm("resnext50_32x4d", "a1_in1k", _RESNEXT50, 80.53, 81.48),
-    # The ResNetV2 model cards publish no accuracy.
-    _timm("resnetv2_50", "a1h_in1k", dict(depth=50, variant="v2"), None, None,
+    _timm("seresnet50", "a1_in1k", dict(depth=50, se_ratio=1 / 16), 80.02, 81.102,
+          url=_RSB_HF + "seresnet50_a1_0-ffa00869.pth"),
+    _timm("resnext50_32x4d", "a1_in1k", _RESNEXT50, 80.53, 81.466,
+          url=_RSB_HF + "resnext50_32x4d_a1_0-b5a91a1d.pth"),
+    # Hugging Face Hub only (no release file in timm's cfg), and the model cards publish
+    # no accuracy: top-1 only at the test size, from results-imagenet.csv.
+    _timm("resnetv2_50", "a1h_in1k", dict(depth=50, variant="v2"), None, 81.398,
           mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-    _timm("resnetv2_101", "a1h_in1k", dict(depth=101, variant="v2"), None, None,
+    _timm("resnetv2_101", "a1h_in1k", dict(depth=101, variant="v2"), None, 83.002,
           mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
     # keras.applications: BASE_WEIGHTS_PATH, WEIGHTS_HASHES (md5), keras.io's table.
     _keras(50, 74.9),

@@ -9,6 +9,7 @@ import functools
 import hashlib
 import http.server
 import importlib.util
+import io
 import json
 import os
 import socket
@@ -39,18 +40,64 @@ def test_every_entry_carries_its_facts(name):
     assert entry.build["depth"] in DEPTHS and set(entry.build) <= _BUILD_ARGUMENTS
     assert entry.url.startswith("https://")
     assert os.sep not in entry.file_name
-    if entry.source == "torchvision":  # the SHA-256 prefix torch hub puts in the file name
-        assert entry.file_name.endswith(f"-{entry.file_hash}.pth")
-        assert len(entry.file_hash) == 8
-    elif entry.source == "keras":
+    if entry.source == "keras":
         assert len(entry.file_hash) == 32  # md5, as keras.applications publishes
-    else:
-        assert entry.file_hash is None  # the timm model cards publish no hash
+    elif entry.file_hash is not None:  # the SHA-256 prefix torch hub and timm put in the name
+        assert entry.file_name.endswith(f"-{entry.file_hash}.pth")
+        assert len(entry.file_hash) == 8 and entry.unpinned is None
     pre = entry.preprocessing
     assert pre.mode in ("torch", "caffe") and len(pre.mean) == 3
     assert (pre.std is None) == (pre.mode == "caffe")
     assert pre.resize is None or pre.resize > pre.crop
-    assert entry.top1 is None or 65 < entry.top1 < 85
+    for top1 in (entry.top1, entry.test_top1):
+        assert top1 is None or 65 < top1 < 85
+
+
+@pytest.mark.parametrize("name", [n for n, e in WEIGHTS.items() if e.source == "timm"])
+def test_timm_entries_are_pinned_or_say_why_not(name):
+    entry = WEIGHTS[name]
+    if entry.file_hash is None:  # a branch of the Hugging Face Hub
+        assert "/resolve/main/" in entry.url and "no hash" in entry.unpinned
+        assert entry.format == "safetensors"
+    else:  # a GitHub release file, named with its hash as torchvision's are
+        assert entry.url.startswith("https://github.com/") and "/releases/download/" in entry.url
+        assert entry.url.endswith("/" + entry.file_name) and entry.unpinned is None
+        assert entry.format == "torch"
+
+
+@pytest.mark.parametrize("name", list(WEIGHTS))
+def test_every_entry_has_a_published_top1(name):
+    entry = WEIGHTS[name]
+    # No source publishes the ResNetV2 entries at their train size: timm's test size then.
+    assert entry.top1 is not None or (entry.source == "timm" and entry.test_top1 is not None)
+
+
+# timm's results table as published (results/results-imagenet.csv of
+# huggingface/pytorch-image-models at 0173a139a2c66db3a41ebfe1d8ac4fb02483642e): the
+# rows of our entries, columns model, top1, img_size, crop_pct.
+_TIMM_RESULTS = """\
+resnet18.a1_in1k,73.158,288,1.000
+resnet34.a1_in1k,77.918,288,1.000
+resnet50.a1_in1k,81.214,288,1.000
+resnet101.a1_in1k,82.322,288,1.000
+resnet152.a1_in1k,82.732,288,1.000
+resnet50d.a1_in1k,81.450,288,1.000
+resnet101d.ra2_in1k,83.016,320,1.000
+seresnet50.a1_in1k,81.102,288,1.000
+resnext50_32x4d.a1_in1k,81.466,288,1.000
+resnetv2_50.a1h_in1k,81.398,288,1.000
+resnetv2_101.a1h_in1k,83.002,288,1.000
+"""
+
+
+def test_timm_test_top1_is_timms_results_table():
+    table = {}
+    for line in _TIMM_RESULTS.splitlines():
+        model, top1, size, crop_pct = line.split(",")
+        table["timm:" + model] = (float(top1), int(size), float(crop_pct))
+    ours = {name: (e.test_top1, e.test_crop, 1.0) for name, e in WEIGHTS.items()
+            if e.source == "timm"}
+    assert ours == table
 
 
 def test_file_names_are_unique():
@@ -94,7 +141,8 @@ _SOURCE_FACTS = textwrap.dedent(
     for name in %s:
         c = get_pretrained_cfg(name).to_dict()
         facts["timm:" + name] = dict(
-            hub=c["hf_hub_id"], size=c["input_size"][1], crop_pct=c["crop_pct"],
+            hub=c["hf_hub_id"], url=c["url"] or None,
+            size=c["input_size"][1], crop_pct=c["crop_pct"],
             test_size=(c["test_input_size"] or (0, None))[1],
             interpolation=c["interpolation"], mean=c["mean"], std=c["std"])
     print(json.dumps(facts))
@@ -119,9 +167,9 @@ def test_entries_match_torchvision_and_timm():
             assert (entry.url, entry.top1) == (fact["url"], fact["top1"]), name
             assert (pre.resize, pre.crop, pre.interpolation) == (
                 fact["resize"], fact["crop"], fact["interpolation"]), name
-        elif entry.source == "timm":
-            assert entry.url == (f"https://huggingface.co/{fact['hub']}/resolve/main/"
-                                 "model.safetensors"), name
+        elif entry.source == "timm":  # the release file where timm names one, else the Hub
+            assert entry.url == (fact["url"] or f"https://huggingface.co/{fact['hub']}/"
+                                 "resolve/main/model.safetensors"), name
             assert (pre.crop, pre.resize) == (fact["size"],
                                               int(fact["size"] / fact["crop_pct"])), name
             assert (entry.test_crop, pre.interpolation) == (
@@ -284,10 +332,11 @@ def test_partial_file_in_the_cache_is_never_trusted(keras_home, server, monkeypa
     assert path == str(cached) and cached.read_bytes() == CONTENT
 
 
-def test_timm_files_without_hash_must_be_complete(keras_home, server, monkeypatch):
+def test_unpinned_timm_files_must_be_complete(keras_home, server, monkeypatch):
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
     whole = safetensors_numpy.save({"fc.weight": np.ones((10, 8), "float32")})
-    name = "timm:resnet18.a1_in1k"
+    name = "timm:resnetv2_50.a1h_in1k"
+    assert WEIGHTS[name].file_hash is None
     _serve(monkeypatch, server, name, whole, None)
     path, _ = resolve_weights(name)
     assert open(path, "rb").read() == whole
@@ -337,14 +386,66 @@ def _state_dict_of(model):
     return state
 
 
-def test_build_resnet_loads_a_registered_name(keras_home, server, monkeypatch):
+@pytest.fixture
+def fake_download(monkeypatch):
+    """`serve(content)`: from then on keras.utils.get_file "downloads" `content`, without
+    a network; returns the list of URLs asked for."""
+    asked = []
+
+    def serve(content):
+        def get_file(fname, origin, cache_subdir="datasets", cache_dir=None, **kwargs):
+            asked.append(origin)
+            path = os.path.join(cache_dir, cache_subdir, fname)
+            with open(path, "wb") as f:
+                f.write(content)
+            return path
+
+        monkeypatch.setattr(keras.utils, "get_file", get_file)
+        return asked
+
+    return serve
+
+
+def test_pinned_timm_file_with_another_hash_is_refused(keras_home, fake_download):
+    asked = fake_download(CONTENT)
+    with pytest.raises(WeightsDownloadError) as error:
+        resolve_weights("timm:resnet50.a1_in1k")
+    url = ("https://github.com/rwightman/pytorch-image-models/releases/download/"
+           "v0.1-rsb-weights/resnet50_a1_0-14fe96d1.pth")
+    assert asked == [url]
+    assert str(error.value) == (
+        f"The download of {url} is not the published file (expected sha256 14fe96d1) and "
+        "was deleted; download it again, or check a copy yourself and pass "
+        "weights='/path/to/resnet50_a1_0-14fe96d1.pth'."
+    )
+    assert os.listdir(keras_home / "models") == []
+
+
+def _timm_file(state, file_format):
+    """(content, SHA-256 prefix or None) of `state` as timm publishes it."""
+    if file_format == "pth":  # the release files: torch.save's legacy format (clean_checkpoint.py)
+        torch = pytest.importorskip("torch")
+        buffer = io.BytesIO()
+        torch.save({key: torch.tensor(value) for key, value in state.items()}, buffer,
+                   _use_new_zipfile_serialization=False)
+        return buffer.getvalue(), hashlib.sha256(buffer.getvalue()).hexdigest()[:8]
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
+    return safetensors_numpy.save(state), None  # the Hub's model.safetensors: no hash
+
+
+@pytest.mark.parametrize("file_format", ["pth", "safetensors"])
+def test_build_resnet_loads_a_registered_name(keras_home, fake_download, monkeypatch,
+                                              file_format):
     source = randomise_batchnorm(build_resnet(18, input_shape=(None, None, 3),
                                               classifier_activation=None))
-    content = safetensors_numpy.save(_state_dict_of(source))
-    _serve(monkeypatch, server, "timm:resnet18.a1_in1k", content, None)
+    content, file_hash = _timm_file(_state_dict_of(source), file_format)
+    name = "timm:resnet18.a1_in1k"
+    # No file made here can have the published hash: the entry gets this one's.
+    monkeypatch.setitem(WEIGHTS, name, dataclasses.replace(WEIGHTS[name], file_hash=file_hash))
+    fake_download(content)
     model = build_resnet(18, input_shape=(None, None, 3), classifier_activation=None,
                          weights="timm:a1_in1k")
+    assert os.listdir(keras_home / "models") == ["resnet18_a1_0-d63eafa0.pth"]
     x = np.random.default_rng(0).normal(size=(2, 40, 48, 3)).astype("float32")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(model(x)),
                                keras.ops.convert_to_numpy(source(x)), rtol=0, atol=1e-5)
