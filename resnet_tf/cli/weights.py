@@ -27,6 +27,8 @@ def list_weights_parser(prog=None):
 def _describe(entry):
     p = entry.preprocessing
     top1 = "top-1 n/a" if entry.top1 is None else f"top-1 {entry.top1:g} %"
+    if entry.test_top1 is not None:
+        top1 += f" ({entry.test_top1:g} % at {entry.test_crop} px)"
     resize = f"resize {p.resize} {p.interpolation}, " if p.resize else ""
     build = ", ".join(f"{k}={v}" for k, v in entry.build.items())
     return f"{entry.name}  ({build}; {top1}; {resize}crop {p.crop})"

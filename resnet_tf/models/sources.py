@@ -18,8 +18,6 @@ from resnet_tf.models.spec import ARCHITECTURE, SPECS, ResNetSpec, default_varia
 from resnet_tf.runs import settings_beside
 
 EXPECTED = "expected None, 'imagenet' or a path to a .h5/.weights.h5/.keras file"
-# The file a registered source publishes, by source.
-_REGISTRY_FORMAT = {"torchvision": "torch", "timm": "safetensors", "keras": "legacy"}
 # What a registered name is matched on: the arguments an entry may set.
 _REGISTRY_BUILD = ("depth", "variant", "groups", "width_per_group", "width_multiplier",
                    "se_ratio")
@@ -138,7 +136,7 @@ def _imagenet(weights, known, download):
 def _registered(weights, known, download):
     entry = registry.get_weights(weights, **{k: known[k] for k in _REGISTRY_BUILD if k in known})
     path = registry.download_weights(entry.name)[0] if download else None
-    return WeightsSource(weights, "registry", path, _REGISTRY_FORMAT[entry.source],
+    return WeightsSource(weights, "registry", path, entry.format,
                          dict(entry.build), entry.preprocessing, entry,
                          entry.preprocessing.crop)
 

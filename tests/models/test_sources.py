@@ -62,11 +62,15 @@ def test_registered_name_picks_the_entry_of_the_spec():
     assert source.preprocessing.mode == "torch"
 
 
-def test_registered_timm_name_is_safetensors_with_its_variant():
+def test_registered_timm_names_have_the_format_of_their_file():
+    # Pinned timm entries are timm's hash-named .pth release files; ResNetV2 stays on the Hub.
     source = resolve_weights("timm:resnet50d.a1_in1k", ResNetSpec(50, variant="d"),
                              download=False)
-    assert source.format == "safetensors"
+    assert source.format == "torch"
     assert source.architecture == {"depth": 50, "variant": "d"}
+    hub = resolve_weights("timm:resnetv2_50.a1h_in1k", ResNetSpec(50, variant="v2"),
+                          download=False)
+    assert hub.format == "safetensors"
 
 
 def test_registered_name_that_does_not_fit_the_spec():
