@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def test_the_data_layer_does_not_load_tfds_or_the_layers_above_it():
 def test_import_contracts_hold():
     result = subprocess.run(["lint-imports"], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "Contracts: 2 kept, 0 broken." in result.stdout
+    assert re.search(r"Contracts: [3-9] kept, 0 broken\.", result.stdout), result.stdout
 
 
 def test_no_library_module_imports_the_command_line():

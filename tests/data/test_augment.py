@@ -223,8 +223,9 @@ def test_deterministic_runs_repeat(folder, kwargs):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(augment="trivialaugment"), "augment='trivialaugment'; expected True, False or "
-                                         "one of 'none', 'basic', 'randaugment', 'augmix'"),
+        (dict(augment="autoaugment"), "augment='autoaugment'; expected True, False or one of "
+                                      "'none', 'basic', 'randaugment', 'augmix', "
+                                      "'trivialaugment'"),
         (dict(augment=1), "augment=1;"),
         (dict(mixup=-0.2), "mixup=-0.2; expected a finite number >= 0"),
         (dict(cutmix=-1), "cutmix=-1; expected a finite number >= 0"),
@@ -242,7 +243,7 @@ def test_bad_arguments_raise_one_line_data_errors(kwargs, match):
 
 
 def test_mixing_one_class_is_refused():
-    assert POLICIES == ("none", "basic", "randaugment", "augmix")
+    assert POLICIES == ("none", "basic", "randaugment", "augmix", "trivialaugment")
     check_classes(check_augmentation(mixup=0.2), ["cat", "dog"])
     check_classes(check_augmentation(random_erasing=0.5), ["cat"])  # nothing to mix: fine
     for kwargs in (dict(mixup=0.2), dict(cutmix=1.0)):
