@@ -101,14 +101,17 @@ def _shortcut(x, out_filters, stride, *, variant, shortcut, name, dilation=1):
         return x
     if shortcut == "A":
         return ZeroPadShortcut(out_filters, stride, name=_name(name, "0_pad"))(x)
-    if variant == "d" and (stride > 1 or dilation > 1):
-        # ResNet-D: average-pool first, so the 1x1 projection sees every pixel. A
-        # dilated stage keeps the 2x2 pool at stride 1, as timm's AvgPool2dSame.
+    if variant == "d" and stride > 1:
+        # ResNet-D: average-pool first, so the 1x1 projection sees every pixel.
         x = keras.layers.AveragePooling2D(
-            2 if stride == 1 else stride, strides=stride, padding="same",
-            name=_name(name, "0_pool"),
+            stride, strides=stride, padding="same", name=_name(name, "0_pool")
         )(x)
         stride = 1
+    elif variant == "d" and dilation > 1:
+        # A dilated stage keeps a 2x2 pool at stride 1, as timm's AvgPool2dSame: zeros
+        # padded after the last row and column count in the average.
+        x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name=_name(name, "0_pool_pad"))(x)
+        x = keras.layers.AveragePooling2D(2, strides=1, name=_name(name, "0_pool"))(x)
     x = conv(x, out_filters, 1, stride, variant=variant, name=_name(name, "0_conv"))
     if variant == "v2":
         return x  # pre-activation: the shortcut sees an already normalised input
