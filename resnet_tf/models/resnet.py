@@ -545,6 +545,7 @@ def _nested_features(model, resnet, out_indices, output_stride):
             f"Model '{model.name}' has no inputs yet. Received: an unbuilt model; expected "
             "a model with an Input (keras.Input or `model.build(input_shape)`)."
         )
+    inputs = inputs[0] if len(inputs) == 1 else inputs
     features = keras.Model(inputs, inner(_call_input(model, child)),
                            name=f"{model.name}_features")
     features.feature_info = inner.feature_info
