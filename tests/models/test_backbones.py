@@ -229,3 +229,15 @@ def test_dilation_needs_a_spec():
 def test_blocks_refuse_stride_and_dilation_together(block):
     with pytest.raises(ValueError, match="stride must be 1 when dilation > 1"):
         block(keras.Input((8, 8, 16)), 16, 2, dilation=2, name="b")
+
+
+def test_dilated_feature_model_survives_a_keras_file(tmp_path):
+    model = build_resnet(18, variant="d", include_top=False, input_shape=(None, None, 3))
+    features = feature_extractor(model, output_stride=8)
+    features.save(tmp_path / "backbone.keras")
+    loaded = keras.saving.load_model(tmp_path / "backbone.keras")
+    x = images(batch=1)
+    ours, theirs = numpy_dict(loaded(x)), numpy_dict(features(x))
+    for key in theirs:
+        np.testing.assert_array_equal(ours[key], theirs[key])
+    assert ours["C5"].shape[1:3] == (HEIGHT // 8, WIDTH // 8)
