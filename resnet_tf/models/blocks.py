@@ -48,13 +48,15 @@ def batch_norm(x, variant, name, zero_gamma=False):
     )(x)
 
 
-def conv(x, filters, kernel_size, stride=1, *, variant, name, groups=1, zero_init=False):
+def conv(x, filters, kernel_size, stride=1, *, variant, name, groups=1, zero_init=False,
+         dilation=1):
     """Conv2D with the variant's bias convention and the paper's initialisation.
 
     Strided convolutions pad explicitly, `kernel_size // 2` on every side as
     torchvision does: Keras' "same" would pad only the bottom and right of an even
     input, shifting every window by one pixel, so torchvision and timm weights
-    would compute something else.
+    would compute something else. Dilated convolutions have stride 1, where "same"
+    pads `dilation` on every side, as torchvision's `padding=dilation`.
     """
     padding = "valid" if kernel_size == 1 else "same"
     if stride > 1 and kernel_size > 1:
@@ -67,6 +69,7 @@ def conv(x, filters, kernel_size, stride=1, *, variant, name, groups=1, zero_ini
         strides=stride,
         padding=padding,
         groups=groups,
+        dilation_rate=dilation,
         use_bias=variant == "v1",
         kernel_initializer="zeros" if zero_init else kernel_initializer(),
         name=name,
@@ -91,7 +94,7 @@ def squeeze_excite(x, ratio, name=None):
     return keras.layers.Multiply(name=_name(name, "se_excite"))([x, s])
 
 
-def _shortcut(x, out_filters, stride, *, variant, shortcut, name):
+def _shortcut(x, out_filters, stride, *, variant, shortcut, name, dilation=1):
     """Identity when shapes agree, otherwise option A (zero-pad) or a projection."""
     in_filters = x.shape[channel_axis()]
     if stride == 1 and in_filters == out_filters:
@@ -104,6 +107,11 @@ def _shortcut(x, out_filters, stride, *, variant, shortcut, name):
             stride, strides=stride, padding="same", name=_name(name, "0_pool")
         )(x)
         stride = 1
+    elif variant == "d" and dilation > 1:
+        # A dilated stage keeps a 2x2 pool at stride 1, as timm's AvgPool2dSame: zeros
+        # padded after the last row and column count in the average.
+        x = keras.layers.ZeroPadding2D(((0, 1), (0, 1)), name=_name(name, "0_pool_pad"))(x)
+        x = keras.layers.AveragePooling2D(2, strides=1, name=_name(name, "0_pool"))(x)
     x = conv(x, out_filters, 1, stride, variant=variant, name=_name(name, "0_conv"))
     if variant == "v2":
         return x  # pre-activation: the shortcut sees an already normalised input
@@ -129,16 +137,26 @@ def _preactivate(x, variant, name):
 def _preact_shortcut(x, preact, out_filters, stride, *, shortcut, name):
     """v2 projects the pre-activated input, as the paper does; identities keep x."""
     source = preact if shortcut == "B" else x
-    short = _shortcut(source, out_filters, stride, variant="v2", shortcut=shortcut, name=name)
+    short = _shortcut(source, out_filters, stride, variant="v2", shortcut=shortcut,
+                      name=name)
     return x if short is source else short
 
 
-def _check_block_args(variant, shortcut, stride, se_ratio, stochastic_depth_rate):
+def _check_block_args(variant, shortcut, stride, se_ratio, stochastic_depth_rate,
+                      dilation=1, first_dilation=1):
     check_choice("variant", variant, VARIANTS)
     if shortcut is not None:
         check_choice("shortcut", shortcut, SHORTCUTS)
     if stride not in (1, 2):
         raise ValueError(f"Unsupported stride. Received: stride={stride}; expected 1 or 2.")
+    for arg, value in (("dilation", dilation), ("first_dilation", first_dilation)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{arg} must be a positive integer. Received: {arg}={value!r}")
+    if stride > 1 and max(dilation, first_dilation) > 1:
+        raise ValueError(
+            "A dilated block replaces its stride: stride must be 1 when dilation > 1. "
+            f"Received: stride={stride}, dilation={dilation}, first_dilation={first_dilation}"
+        )
     if not 0 <= se_ratio <= 1:
         raise ValueError(f"se_ratio must be in [0, 1]. Received: se_ratio={se_ratio}")
     if not 0 <= stochastic_depth_rate < 1:
@@ -158,6 +176,8 @@ def residual_block(
     se_ratio=0.0,
     stochastic_depth_rate=0.0,
     zero_init_residual=False,
+    dilation=1,
+    first_dilation=None,
     name=None,
 ):
     """Basic residual block: two 3x3 convolutions and a shortcut.
@@ -174,24 +194,35 @@ def residual_block(
             of an example while training; 0 disables it.
         zero_init_residual: bool. Start the branch's last BatchNorm gamma at zero
             so the block begins as an identity (Goyal et al., 2017).
+        dilation: int. Dilation of the second 3x3 convolution (a dilated stage,
+            whose stride is 1).
+        first_dilation: int or None. Dilation of the first 3x3 convolution; None
+            means `dilation`. The first block of a dilated stage keeps the previous
+            stage's, as torchvision and timm do.
         name: str or None. Prefix of the block's layer names.
 
     Returns:
         Keras tensor with `filters` channels, spatially downsampled by `stride`.
     """
-    _check_block_args(variant, shortcut, stride, se_ratio, stochastic_depth_rate)
+    first_dilation = dilation if first_dilation is None else first_dilation
+    _check_block_args(variant, shortcut, stride, se_ratio, stochastic_depth_rate,
+                      dilation, first_dilation)
     if variant == "v2":
         preact = _preactivate(x, variant, name)
         short = _preact_shortcut(x, preact, filters, stride, shortcut=shortcut, name=name)
-        y = conv(preact, filters, 3, stride, variant=variant, name=_name(name, "1_conv"))
+        y = conv(preact, filters, 3, stride, variant=variant, name=_name(name, "1_conv"),
+                 dilation=first_dilation)
         y = _relu(batch_norm(y, variant, _name(name, "1_bn")), _name(name, "1_relu"))
         y = conv(y, filters, 3, variant=variant, name=_name(name, "2_conv"),
-                 zero_init=zero_init_residual)
+                 zero_init=zero_init_residual, dilation=dilation)
     else:
-        short = _shortcut(x, filters, stride, variant=variant, shortcut=shortcut, name=name)
-        y = conv(x, filters, 3, stride, variant=variant, name=_name(name, "1_conv"))
+        short = _shortcut(x, filters, stride, variant=variant, shortcut=shortcut, name=name,
+                          dilation=dilation)
+        y = conv(x, filters, 3, stride, variant=variant, name=_name(name, "1_conv"),
+                 dilation=first_dilation)
         y = _relu(batch_norm(y, variant, _name(name, "1_bn")), _name(name, "1_relu"))
-        y = conv(y, filters, 3, variant=variant, name=_name(name, "2_conv"))
+        y = conv(y, filters, 3, variant=variant, name=_name(name, "2_conv"),
+                 dilation=dilation)
         y = batch_norm(y, variant, _name(name, "2_bn"), zero_gamma=zero_init_residual)
     return _merge(short, y, variant=variant, se_ratio=se_ratio,
                   stochastic_depth_rate=stochastic_depth_rate, name=name)
@@ -210,6 +241,8 @@ def bottleneck_block(
     se_ratio=0.0,
     stochastic_depth_rate=0.0,
     zero_init_residual=False,
+    dilation=1,
+    first_dilation=None,
     name=None,
 ):
     """Bottleneck block: 1x1 reduce, 3x3, 1x1 expand to `expansion * filters`.
@@ -230,12 +263,19 @@ def bottleneck_block(
         se_ratio: float. Squeeze-and-excitation ratio; 0 disables it.
         stochastic_depth_rate: float. Drop probability of the residual branch.
         zero_init_residual: bool. Zero-initialise the branch's last BatchNorm gamma.
+        dilation: int. The dilation of a dilated stage (stride 1); only the
+            ResNet-D shortcut's pooling depends on it here.
+        first_dilation: int or None. Dilation of the 3x3 convolution; None means
+            `dilation`. The first block of a dilated stage keeps the previous
+            stage's, as torchvision and timm do.
         name: str or None. Prefix of the block's layer names.
 
     Returns:
         Keras tensor with `expansion * filters` channels.
     """
-    _check_block_args(variant, shortcut, stride, se_ratio, stochastic_depth_rate)
+    first_dilation = dilation if first_dilation is None else first_dilation
+    _check_block_args(variant, shortcut, stride, se_ratio, stochastic_depth_rate,
+                      dilation, first_dilation)
     if groups < 1 or width_per_group < 1:
         raise ValueError(
             "groups and width_per_group must be positive. "
@@ -250,11 +290,13 @@ def bottleneck_block(
         short = _preact_shortcut(x, preact, out_filters, stride, shortcut=shortcut, name=name)
         y = preact
     else:
-        short = _shortcut(x, out_filters, stride, variant=variant, shortcut=shortcut, name=name)
+        short = _shortcut(x, out_filters, stride, variant=variant, shortcut=shortcut, name=name,
+                          dilation=dilation)
         y = x
     y = conv(y, width, 1, stride_1x1, variant=variant, name=_name(name, "1_conv"))
     y = _relu(batch_norm(y, variant, _name(name, "1_bn")), _name(name, "1_relu"))
-    y = conv(y, width, 3, stride_3x3, variant=variant, groups=groups, name=_name(name, "2_conv"))
+    y = conv(y, width, 3, stride_3x3, variant=variant, groups=groups, name=_name(name, "2_conv"),
+             dilation=first_dilation)
     y = _relu(batch_norm(y, variant, _name(name, "2_bn")), _name(name, "2_relu"))
     if variant == "v2":
         y = conv(y, out_filters, 1, variant=variant, name=_name(name, "3_conv"),

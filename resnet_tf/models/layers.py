@@ -215,7 +215,9 @@ def freeze_batchnorm(model):
     For fine-tuning: after `base.trainable = True`, Keras 3's `fit` calls the layers
     with `training=True` even when the base was called with `training=False`, so the
     moving statistics would drift on small fine-tuning batches. Frozen BatchNorm
-    layers always use (and keep) their moving statistics. Returns how many were frozen.
+    layers always use (and keep) their moving statistics. Nested models are searched
+    too, so a ResNet used as one layer of the user's model (after preprocessing layers,
+    before a head) is frozen the same way. Returns how many were frozen.
     """
     frozen = 0
     for layer in model._flatten_layers(include_self=False):

@@ -11,6 +11,7 @@ only, so every other module of `resnet_tf.models` may depend on it.
 import dataclasses
 import math
 import numbers
+import re
 
 import keras
 
@@ -233,8 +234,41 @@ class ResNetSpec:
         return cls(**{k: v for k, v in config.items() if k in names})
 
 
+# The last layer of every residual block, as keras.applications names it too.
+STAGE_END = re.compile(r"^conv(\d+)_block(\d+)_out$")
+
+
+def _is_resnet(model):
+    if isinstance(getattr(model, "spec", None), ResNetSpec):
+        return True
+    return any(STAGE_END.match(layer.name) for layer in getattr(model, "layers", ()))
+
+
+def find_resnet(model):
+    """The ResNet in `model`: `model` itself, or the first model nested in it.
+
+    The standard transfer-learning shapes call the backbone as one layer of the user's
+    model (`keras.Sequential([Rescaling(...), base, Dense(3)])`,
+    `keras.Model(inp, Dense(...)(base(inp)))`); every helper that needs the ResNet's own
+    layers asks here. A model counts as a ResNet when it carries a `ResNetSpec` or has
+    ResNet stage layers (`conv<stage>_block<n>_out`, as keras.applications' ResNets).
+
+    Returns:
+        The `keras.Model`, or None when there is none.
+    """
+    if _is_resnet(model):
+        return model
+    for layer in getattr(model, "layers", ()):
+        if isinstance(layer, keras.Model):
+            found = find_resnet(layer)
+            if found is not None:
+                return found
+    return None
+
+
 def spec_of(model):
     """The `ResNetSpec` a model was built from, or None (a model saved before specs were
-    stored, or not built by `build_resnet`)."""
-    spec = getattr(model, "spec", None)
+    stored, or not built by `build_resnet`). A model holding a ResNet as one of its
+    layers answers with that ResNet's (`find_resnet`)."""
+    spec = getattr(find_resnet(model), "spec", None)
     return spec if isinstance(spec, ResNetSpec) else None
