@@ -139,10 +139,6 @@ def test_export_serves_a_nested_model(tmp_path):
     np.testing.assert_allclose(out["probabilities"].numpy(), expected, atol=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "resnet_tf/evaluation/explain.py feature_layer and _score_model look for the stage "
-    "layer in the outer model only: they need find_resnet and the outer graph's call of "
-    "the nested ResNet (as resnet_tf/models/resnet.py _nested_features does)"))
 def test_grad_cam_explains_a_nested_model(nested):
     from resnet_tf.evaluation.explain import grad_cam
 
@@ -150,3 +146,20 @@ def test_grad_cam_explains_a_nested_model(nested):
     heatmaps = np.asarray(grad_cam(model, images()))
     assert heatmaps.shape == (2, SIZE // 32, SIZE // 32)
     assert np.isfinite(heatmaps).all()
+
+
+def test_grad_cam_of_a_nested_resnet_equals_the_same_network_built_flat():
+    import keras
+
+    from resnet_tf import build_resnet
+    from resnet_tf.evaluation.explain import grad_cam
+
+    keras.utils.set_random_seed(3)
+    base = build_resnet(18, include_top=False, pooling="avg", input_shape=(SIZE, SIZE, 3))
+    dense = keras.layers.Dense(3)
+    flat = keras.Model(base.inputs, dense(base.output))
+    inputs = keras.Input((SIZE, SIZE, 3))
+    nested = keras.Model(inputs, dense(base(inputs)))
+    for layer in (None, "C3"):
+        np.testing.assert_allclose(grad_cam(nested, images(), layer=layer),
+                                   grad_cam(flat, images(), layer=layer), atol=1e-5)

@@ -21,6 +21,7 @@ import numpy as np
 from resnet_tf.errors import ExplainError
 from resnet_tf.files import atomic_write
 from resnet_tf.models.resnet import stage_layers
+from resnet_tf.models.spec import find_resnet
 
 _HEAD_ACTIVATIONS = (keras.layers.Activation, keras.layers.Softmax)
 
@@ -37,16 +38,18 @@ def feature_layer(model, layer=None):
         The `keras.layers.Layer`.
     """
     stages = stage_layers(model)
+    owner = find_resnet(model) or model  # the ResNet itself, or the one nested in `model`
     if layer is None:
         if stages:
-            return model.get_layer(stages[max(stages, key=lambda s: int(s[1:]))])
+            return owner.get_layer(stages[max(stages, key=lambda s: int(s[1:]))])
         for candidate in reversed(model.layers):
             if not isinstance(candidate, keras.layers.InputLayer) and _rank(candidate) == 4:
                 return candidate
         raise ExplainError(f"Received: model '{model.name}' with no layer of 4-D output; "
                            "expected a convolutional network.")
     name = stages.get(layer, layer)
-    found = next((candidate for candidate in model.layers if candidate.name == name), None)
+    found = next((candidate for candidate in [*model.layers, *owner.layers]
+                  if candidate.name == name), None)
     if found is None or _rank(found) != 4 or isinstance(found, keras.layers.InputLayer):
         kind = "a layer without a 4-D feature map" if found is not None else "no such layer"
         choices = f"a stage name ({', '.join(stages)}) or the" if stages else "the"
@@ -98,8 +101,45 @@ def _score_model(model, layer):
         raise ExplainError(f"Received: model '{model.name}' with {len(model.inputs)} inputs; "
                            "expected a model with one image input.")
     dense = _classifier(model)
-    head_input = dense.input if dense is not None else model.output
-    return keras.Model(model.inputs[0], [layer.output, head_input]), dense
+    if layer in model.layers:
+        head_input = dense.input if dense is not None else model.output
+        return keras.Model(model.inputs[0], [layer.output, head_input]), dense
+    # The layer is inside a nested model: replay the outer graph, calling the nested model
+    # in a form that also returns the layer's output, and keep the classifier's input.
+    return _replay(model, layer, dense), dense
+
+
+def _replay(model, layer, dense=None):
+    """A model from `model`'s input to `[layer's output, classifier input (or output)]`:
+    a copy of its graph (the same layers and weights) where `layer` lies in a nested model."""
+    kept = {}
+
+    def call(operation, *args, **kwargs):
+        if isinstance(operation, keras.Model) and _holds(operation, layer):
+            if layer in operation.layers:
+                two = keras.Model(operation.inputs, [layer.output, operation.output])
+            else:
+                two = _replay(operation, layer)
+            kept["feature"], output = two(*args, **kwargs)
+            return output
+        if operation is dense:
+            kept["head"] = args[0]
+        return operation(*args, **kwargs)
+
+    if isinstance(model, keras.Sequential):  # clone_model replays Functional graphs only
+        inputs = output = model.inputs[0]
+        for operation in model.layers:
+            output = call(operation, output)
+    else:
+        replayed = keras.models.clone_model(model, clone_function=lambda same: same,
+                                            call_function=call)
+        inputs, output = replayed.inputs[0], replayed.outputs[0]
+    return keras.Model(inputs, [kept["feature"], kept.get("head", output)])
+
+
+def _holds(container, layer):
+    return any(inner is layer or (isinstance(inner, keras.Model) and _holds(inner, layer))
+               for inner in container.layers)
 
 
 def _scores(dense, head_input):
@@ -282,7 +322,8 @@ def feature_grid(model, image, stage="C3", channels=16, gap=2):
     batch = _image_batch(model, image)
     if len(batch) != 1:
         raise ExplainError(f"Received: {len(batch)} images; expected one image for feature_grid.")
-    activations = keras.Model(model.inputs[0], layer.output)(batch, training=False)
+    feature_model, _ = _score_model(model, layer)
+    activations = feature_model(batch, training=False)[0]
     maps = np.asarray(keras.ops.convert_to_numpy(activations), np.float32)[0]
     if keras.config.image_data_format() == "channels_first":
         maps = np.transpose(maps, (1, 2, 0))
