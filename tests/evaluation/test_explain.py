@@ -315,7 +315,6 @@ def test_cli_stops_at_an_undecodable_image(run_folder, tmp_path, capsys):
                             "red, green, blue."),
     (["--layer", "conv9"], "Received: layer='conv9' (no such layer in model 'tiny')"),
     (["--features", "C4"], "Received: layer='C4'"),
-    (["--top-k", "0"], "Received: --top-k 0; expected a positive integer."),
     (["--image-size", "48"], "Received: image size 48 (from --image-size or config.json); expected 32"),
 ])
 def test_cli_user_errors_are_one_line(run_folder, tmp_path, capsys, flags, message):
