@@ -129,17 +129,12 @@ def _apply_cpu_env(config, options):
 def _print_recipe(prog, config, options):
     """The resolved values for the data of --data-dir or --dataset synthetic, else for the
     recipe's own kind of data (or --image-size)."""
-    from resnet_tf.data import probe_data
-    from resnet_tf.training.config import describe_recipe, recipe_facts, resolve_config
+    from resnet_tf.training.config import describe_recipe, resolve
     from resnet_tf.training.recipes import check_config
 
     try:
         check_config(config, options)
-        if config.data_dir or config.dataset == "synthetic":
-            facts = probe_data(config.dataset, data_dir=config.data_dir, val_dir=config.val_dir)
-        else:
-            facts = recipe_facts(config)
-        print(describe_recipe(resolve_config(config, facts)))
+        print(describe_recipe(resolve(config, options, read_tfds=False)))
     except ValueError as error:
         return fail(prog, error)
     return 0

@@ -7,7 +7,7 @@ import inspect
 import os
 
 from resnet_tf.compat import spelled_now
-from resnet_tf.data import DataFacts
+from resnet_tf.data import DataFacts, probe_data
 from resnet_tf.data.preprocessing import default_preset
 from resnet_tf.errors import ConfigError
 from resnet_tf.models import resnet
@@ -168,8 +168,15 @@ def describe_recipe(resolved):
     return "\n".join(lines)
 
 
-def recipe_facts(config):
-    """Facts of the data a recipe is made for (32 px for CIFAR ones, else 224 px), or of
-    `--image-size`: what `--print-recipe` assumes without reading TFDS."""
-    preset = RECIPES[config.recipe]["preset"] if config.recipe else "cifar"
-    return DataFacts([], 32 if preset == "cifar" else 224)
+def resolve(config, options, *, read_tfds=True):
+    """`resolve_config` for the facts of `config`'s data (`probe_data`, with `options`'
+    TFDS folder). Without `read_tfds` a TFDS dataset is taken for the recipe's own kind of
+    data, 32 px for the CIFAR recipes, else 224 (what `--print-recipe` assumes rather
+    than import TFDS)."""
+    if read_tfds or config.data_dir or config.dataset == "synthetic":
+        facts = probe_data(config.dataset, data_dir=config.data_dir, val_dir=config.val_dir,
+                           tfds_dir=options.tfds_dir)
+    else:
+        preset = RECIPES[config.recipe]["preset"] if config.recipe else "cifar"
+        facts = DataFacts([], 32 if preset == "cifar" else 224)
+    return resolve_config(config, facts)

@@ -170,8 +170,10 @@ FIELDS = (
           default=128, low=1, high=2**20, cap=True),
     Field("optimizer", str, "SGD with Nesterov momentum, AdamW, Adam or LAMB", "optimization",
           default_text=RECIPE, choices=OPTIMIZERS),
+    # Any rate that stays finite in float32 at the largest batch: one that diverges at
+    # once is how a run's divergence handling is tested.
     Field("lr", float, "learning rate per 256 images, scaled by batch-size/256",
-          "optimization", default_text=RECIPE, low=0, low_open=True, high=1000, cap=True),
+          "optimization", default_text=RECIPE, low=0, low_open=True, high=1e30, cap=True),
     Field("momentum", float, "SGD momentum", "optimization", default=0.9, **_FRACTION),
     Field("wd", float, "weight decay, not applied to BatchNorm parameters or biases; for SGD "
           "the L2 coefficient of the papers", "optimization", default_text=RECIPE, low=0,

@@ -18,7 +18,7 @@ import sys
 import keras
 
 from resnet_tf.compat import kept_values, stored_config
-from resnet_tf.data import load_data, probe_data
+from resnet_tf.data import load_data
 from resnet_tf.errors import ConfigError
 from resnet_tf.files import fault_point, write_json, write_text
 from resnet_tf.metrics import TTA_DESCRIPTIONS, evaluate_model
@@ -34,7 +34,7 @@ from resnet_tf.training.callbacks import (
     RunRecorder,
     StopOnNonFiniteLoss,
 )
-from resnet_tf.training.config import architecture, model_kwargs, resolve_config
+from resnet_tf.training.config import architecture, model_kwargs, resolve
 from resnet_tf.training.cpu_tuning import apply_threads, describe_cpu_config, run_cpu_config
 from resnet_tf.training.distribute import (
     is_chief,
@@ -112,9 +112,7 @@ def resolve_run(config, options):
     """`(RunDirectory, ResolvedConfig)` of a run, read from its data's facts (before its
     pipelines exist) and, when the run folder holds a run from before a recipe default
     changed, that run's own values of what the flags leave unset."""
-    facts = probe_data(config.dataset, data_dir=config.data_dir, val_dir=config.val_dir,
-                       tfds_dir=options.tfds_dir)
-    resolved = resolve_config(config, facts)
+    resolved = resolve(config, options)
     run = RunDirectory(options.out or default_out(resolved.depth, config))
     old = None if options.overwrite else run.read_config()
     if old is not None:

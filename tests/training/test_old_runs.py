@@ -88,7 +88,7 @@ def test_a_run_folder_of_the_code_before_resolved_configs_resumes_and_compares_e
     env = dict(os.environ, PYTHONPATH=str(code), TF_CPP_MIN_LOG_LEVEL="3",
                RESNET_TF_KILL_AT="start of epoch 2")
     killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=300, cwd=tmp_path)  # not this checkout's code
     assert killed.returncode == -9, killed.stderr[-3000:]  # epoch 1 of 2 done
     assert killed.stdout.startswith(str(code))  # the old code made the run
     written = json.loads((out / "config.json").read_text())["config"]
