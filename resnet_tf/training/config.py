@@ -26,8 +26,8 @@ class _Resolved:
 
     def to_dict(self):
         """config.json's "config": every field, lists for tuples."""
-        return {f.name: list(v) if isinstance(v, tuple) else v
-                for f, v in ((f, getattr(self, f.name)) for f in dataclasses.fields(self))}
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(self).items()}
 
     def __getitem__(self, key):
         # `resolved["lr"]`, as callers of the dict that `resolve_config` used to return read it.

@@ -72,8 +72,8 @@ class Field:
         return f"{self.help} (default: {default})"
 
     def annotation(self):
-        kind = {tuple: tuple, bool: bool}.get(self.type, self.type)
-        return kind if self.default is not None else kind | None
+        """The dataclass field's type: `type`, or `type | None` when None is the default."""
+        return self.type if self.default is not None else self.type | None
 
     def check(self, value):
         """Raises `ConfigError` unless `value` (not None) is of this field's type, one
@@ -86,6 +86,9 @@ class Field:
         elif self.type in (int, float):
             self._check_number(value)
         elif self.type is tuple:
+            if not isinstance(value, (tuple, list)):
+                raise ConfigError(f"{self.option} must be a list of integers. Received: "
+                                  f"{self.option} {value!r}; expected e.g. (20, 30).")
             for item in value:
                 self._check_number(item)
 
