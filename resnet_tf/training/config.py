@@ -85,14 +85,13 @@ def resolve_config(config, facts, image_size=None):
     if milestones is None:
         milestones = [round(f * epochs) for f in recipe["milestones"]]
 
-    def pick(field):
-        value = getattr(config, field)
-        return recipe[field] if value is None else value
-
+    given = dataclasses.asdict(config)
+    # A recipe value fills each field the flags leave unset; the rules below refine some.
+    picked = {key: recipe[key] if given[key] is None else given[key]
+              for key in recipe if key in given}
     resolved = dict(
-        dataclasses.asdict(config),
+        {**given, **picked},
         recipe=name,
-        depth=config.depth or recipe["depth"],
         stem=config.stem or recipe["stem"] or ("cifar" if preset == "cifar" else
                                                "deep" if config.variant == "d" else "imagenet"),
         # The dataset name is ignored when images come from a folder.
@@ -108,18 +107,10 @@ def resolve_config(config, facts, image_size=None):
         optimizer=optimizer,
         lr=lr if config.lr is None else config.lr,
         wd=wd if config.wd is None else config.wd,
-        label_smoothing=pick("label_smoothing"),
         augment=spelled_now(config.augment, "augment") or recipe["augment"],
-        mixup=pick("mixup"),
-        cutmix=pick("cutmix"),
-        random_erasing=pick("random_erasing"),
-        crop_padding=pick("crop_padding"),
         # The EMA does not span the two phases of --freeze-epochs (check_config refuses
         # the flags together); a recipe's EMA is dropped there.
-        ema=config.ema or 0.0 if config.freeze_epochs else pick("ema"),
-        loss=pick("loss"),
-        grad_clip=pick("grad_clip"),
-        tta=pick("tta"),
+        ema=config.ema or 0.0 if config.freeze_epochs else picked["ema"],
         warmup_epochs=warmup,
         milestones=tuple(sorted(int(m) for m in milestones)),
     )
