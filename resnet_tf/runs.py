@@ -20,16 +20,10 @@ import os
 import re
 import tempfile
 
+# hold_out_seed is read here by the commands that read a run's hold-out.
+from resnet_tf.compat import hold_out_seed, spelled_now  # noqa: F401
 from resnet_tf.errors import ConfigError
 from resnet_tf.files import atomic_write, fault_point, remove_debris, write_text
-
-# config.json values of earlier versions, as this version spells them.
-_LEGACY_VALUES = {"augment": {True: "basic", False: "none"}}
-
-
-def _key(value):
-    return value if isinstance(value, (bool, str, int, float, type(None))) else repr(value)
-
 
 LOCK_FILE = ".lock"
 _HELD_LOCKS = {}  # run path -> file descriptor holding its flock, for this process
@@ -107,7 +101,7 @@ class RunDirectory:
             return False
         # Keys a newer version added are not differences: the old run did not have them;
         # values an older version spelled otherwise are compared as they are spelled now.
-        stored = {k: _LEGACY_VALUES.get(k, {}).get(_key(v), v) for k, v in old["config"].items()}
+        stored = {k: spelled_now(v, k) for k, v in old["config"].items()}
         differing = [k for k in sorted(resolved)
                      if k in stored and resolved[k] != stored[k]]
         if differing:
@@ -346,14 +340,6 @@ def _first_missing(path):
         if path == missing:
             break
     return missing
-
-
-def hold_out_seed(config):
-    """The seed that drew a run's validation hold-out, from its resolved config (a dict).
-
-    Before `--split-seed` existed, `--seed` drew the hold-out as well.
-    """
-    return config.get("split_seed", config.get("seed", 0))
 
 
 def settings_beside(model_path):

@@ -7,7 +7,7 @@ preprocessing that training, evaluation and the serving export share.
 
 from resnet_tf.data.examples import Data
 from resnet_tf.data.folders import IMAGE_EXTENSIONS, image_files, list_image_folder
-from resnet_tf.data.pipeline import load_data
+from resnet_tf.data.pipeline import DataFacts, load_data, probe_data
 from resnet_tf.data.preprocessing import (
     MEAN,
     PRESETS,
@@ -23,6 +23,7 @@ from resnet_tf.errors import DataError
 __all__ = [
     "Data",
     "DataError",
+    "DataFacts",
     "IMAGE_EXTENSIONS",
     "MEAN",
     "PRESETS",
@@ -35,4 +36,5 @@ __all__ = [
     "normalize",
     "preprocess_for_eval",
     "preprocess_for_train",
+    "probe_data",
 ]

@@ -12,6 +12,7 @@ two CPU cores ahead of the model. Larger ones are streamed from files or TFDS re
 import logging
 import os
 import time
+import typing
 import warnings
 
 import numpy as np
@@ -42,8 +43,9 @@ from resnet_tf.data.preprocessing import (
 )
 from resnet_tf.data.records import is_records_folder, read_manifest, record_splits
 from resnet_tf.data.synthetic import synthetic_data
-from resnet_tf.data.tfds import tfds_splits
+from resnet_tf.data.tfds import tfds_facts, tfds_splits
 from resnet_tf.errors import DataError
+from resnet_tf.runs import default_class_names
 
 _DEFAULT_IMAGE_SIZE = 224
 _HEADER_SAMPLE = 64
@@ -203,6 +205,36 @@ def load_data(
         skipped_files=skipped,
         one_hot_labels=augmentation.one_hot_labels,  # issue 13
     )
+
+
+class DataFacts(typing.NamedTuple):
+    """What a run must know of its data before building the pipelines."""
+
+    class_names: list  # str, in label order
+    image_size: int  # what `load_data` uses without `image_size`
+
+
+def probe_data(dataset="cifar10", *, data_dir=None, val_dir=None, tfds_dir=None,
+               synthetic_classes=10):
+    """The class names and image size `load_data` finds, read cheaply: folder and file
+    names and the headers of a fixed sample of images, or a TFDS dataset's description
+    (nothing is downloaded or decoded).
+
+    The size follows `load_data`'s rule (the square size most images share, else 224),
+    from the same sample of headers that streamed folders use; for a folder decoded into
+    memory that sample stands for every image.
+    """
+    if data_dir is not None:
+        files, _, class_names = list_image_folder(data_dir)
+        if val_dir is not None:
+            files = files + list_image_folder(val_dir)[0]
+        common, _ = _common_size(_sample_sizes(files)[1])
+        native = common[0] if common and common[0] == common[1] else None
+    elif dataset == "synthetic":
+        class_names, native = default_class_names(synthetic_classes), 32
+    else:
+        class_names, native = tfds_facts(dataset, tfds_dir)
+    return DataFacts(list(class_names), native or _DEFAULT_IMAGE_SIZE)
 
 
 def _pipeline(

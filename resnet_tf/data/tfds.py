@@ -17,25 +17,21 @@ OFFLINE_HINT = (
 )
 
 
+def tfds_facts(name, tfds_dir):
+    """`(class names, native size)` of a TFDS dataset from its description, without
+    downloading or preparing it; the size is None unless its images are square of one size."""
+    builder = _builder(import_tfds(), name, tfds_dir)
+    _, names, native = _image_classes(builder.info, name, splits=False)
+    return list(names), native
+
+
 def tfds_splits(name, tfds_dir, manual_dir, val_split, seed, cache):
     tfds = import_tfds()
     builder = prepared_builder(tfds, name, tfds_dir, manual_dir)
     info = builder.info
-    if info.supervised_keys is None or len(info.supervised_keys) != 2:
-        raise DataError(
-            f"TFDS dataset '{name}' has no (image, label) supervised keys; "
-            "expected an image-classification dataset."
-        )
-    image_key, label_key = info.supervised_keys
-    names = getattr(info.features[label_key], "names", None)
-    if "train" not in info.splits or not names:
-        raise DataError(
-            f"TFDS dataset '{name}' has splits {sorted(info.splits)} and label feature "
-            f"{type(info.features[label_key]).__name__}; expected a 'train' split and class labels."
-        )
+    (image_key, label_key), names, native = _image_classes(info, name)
     held_out = next((s for s in ("validation", "test") if s in info.splits), None)
     shape = tuple(info.features[image_key].shape)
-    native = shape[0] if None not in shape[:2] and shape[0] == shape[1] else None
     total = sum(info.splits[s].num_examples for s in ("train", held_out) if s)
     in_memory = (
         cache and None not in shape and total * shape[0] * shape[1] * 3 < IN_MEMORY_LIMIT_BYTES
@@ -64,6 +60,26 @@ def tfds_splits(name, tfds_dir, manual_dir, val_split, seed, cache):
     else:
         train, val = _tfds_stream(tfds, builder, "train", count), None
     return train, val, names, native, 0
+
+
+def _image_classes(info, name, splits=True):
+    """`(supervised keys, class names, native size)`; a `DataError` for a dataset that is
+    not image classification (or, with `splits`, has no train split)."""
+    if info.supervised_keys is None or len(info.supervised_keys) != 2:
+        raise DataError(
+            f"TFDS dataset '{name}' has no (image, label) supervised keys; "
+            "expected an image-classification dataset."
+        )
+    image_key, label_key = info.supervised_keys
+    names = getattr(info.features[label_key], "names", None)
+    if (splits and "train" not in info.splits) or not names:
+        raise DataError(
+            f"TFDS dataset '{name}' has splits {sorted(info.splits)} and label feature "
+            f"{type(info.features[label_key]).__name__}; expected a 'train' split and class labels."
+        )
+    shape = tuple(info.features[image_key].shape)
+    native = shape[0] if None not in shape[:2] and shape[0] == shape[1] else None
+    return (image_key, label_key), names, native
 
 
 def import_tfds():
@@ -99,9 +115,9 @@ def _import_failure(error):
     return DataError(f"TFDS could not be imported ({reason}); {fix}, or {OFFLINE_HINT}.")
 
 
-def prepared_builder(tfds, name, tfds_dir, manual_dir):
+def _builder(tfds, name, tfds_dir):
     try:
-        builder = tfds.builder(name, data_dir=tfds_dir)
+        return tfds.builder(name, data_dir=tfds_dir)
     except Exception as error:
         if _missing_module(error):
             raise _import_failure(_missing_module(error)) from error
@@ -109,6 +125,10 @@ def prepared_builder(tfds, name, tfds_dir, manual_dir):
             f"Could not find TFDS dataset '{name}' ({_short(error)}); expected a TFDS "
             f"image-classification name such as 'cifar10', or {OFFLINE_HINT}."
         ) from error
+
+
+def prepared_builder(tfds, name, tfds_dir, manual_dir):
+    builder = _builder(tfds, name, tfds_dir)
     if builder.is_prepared():
         return builder
     try:

@@ -6,6 +6,7 @@ that write a run folder, and `train`.
 """
 
 from resnet_tf.schedules import WarmupSchedule
+from resnet_tf.training.config import ResolvedConfig, resolve_config
 from resnet_tf.training.distribute import make_strategy, resolve_precision
 from resnet_tf.training.optimizers import build_optimizer
 from resnet_tf.training.recipes import (
@@ -15,7 +16,6 @@ from resnet_tf.training.recipes import (
     RECIPES,
     RunOptions,
     TrainConfig,
-    resolve_config,
 )
 from resnet_tf.training.trainer import train
 
@@ -24,6 +24,7 @@ __all__ = [
     "OPTIMIZERS",
     "PRECISIONS",
     "RECIPES",
+    "ResolvedConfig",
     "RunOptions",
     "TrainConfig",
     "WarmupSchedule",

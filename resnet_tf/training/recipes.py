@@ -1,16 +1,17 @@
-"""What defines a run: `TrainConfig`, the recipes that fill in its defaults, and their checks."""
+"""What defines a run: the recipes that fill in its defaults, and the table of its
+settings (`FIELDS`), which makes `TrainConfig`, `RunOptions` and `check_config`."""
 
-import dataclasses
-import math
 import os
 
+from resnet_tf.compat import spelled_now
 from resnet_tf.data.preprocessing import CIFAR_PAD
-from resnet_tf.errors import ConfigError, check_choice
+from resnet_tf.errors import ConfigError
 from resnet_tf.metrics import TTA
-from resnet_tf.models.resnet import DEPTHS
-from resnet_tf.runs import hold_out_seed
+from resnet_tf.models.blocks import SHORTCUTS, VARIANTS
+from resnet_tf.models.resnet import DEPTHS, STEMS
 from resnet_tf.schedules import SCHEDULES
 from resnet_tf.training.cpu_tuning import CPU_CONFIGS
+from resnet_tf.training.fields import RECIPE, Field, dataclass_of
 
 OPTIMIZERS = ("sgd", "adamw", "adam", "lamb")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -19,6 +20,9 @@ AUGMENTS = ("none", "basic", "randaugment", "augmix")
 DEFAULT_VAL_SPLIT = 0.1
 # Above this, one decoded batch no longer fits in memory on the machines this runs on.
 MAX_IMAGE_SIZE = 4096
+# Practical caps of counts: far above any real run, low enough that nothing overflows.
+MAX_EPOCHS = 1_000_000
+MAX_THREADS = 4096
 # A warmup never takes more than this share of a run (`--epochs 1` keeps a warmup).
 MAX_WARMUP_SHARE = 0.25
 
@@ -86,138 +90,184 @@ RECIPES = {
 }
 
 
-# Recipe values that changed after runs were made with the old ones: a run resumed
-# without the flag keeps its own value (the value here, of its stored config, for runs
-# from before the field).
-CHANGED_DEFAULTS = {"ema": lambda stored: 0.0, "tta": lambda stored: "none",
-                    "split_seed": hold_out_seed, "crop_padding": lambda stored: CIFAR_PAD}
-
-
-def stored_config(old):
-    """A run's stored config (`old` is `RunDirectory.read_config()`), with the value the
-    run had for each `CHANGED_DEFAULTS` field added after it was made: a flag given for
-    such a field is then compared with what the run used, not ignored."""
-    stored = old["config"]
-    return {**{k: before(stored) for k, before in CHANGED_DEFAULTS.items()}, **stored}
-
-
-def keep_run_values(config, resolved, old):
-    """`resolved` with the stored values of `CHANGED_DEFAULTS` fields not given as flags,
-    so that rerunning a run's command resumes it after a recipe default changed."""
-    if old is None:
-        return resolved
-    stored = stored_config(old)
-    return {**resolved, **{k: stored[k] for k in CHANGED_DEFAULTS if getattr(config, k) is None}}
-
-
 def default_recipe(preset):
     """The recipe used without --recipe: "cifar" for small images, else "imagenet"."""
     return "cifar" if preset == "cifar" else "imagenet"
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """What defines a run: two runs with equal resolved configs are the same run.
+# Every setting of a run, in TrainConfig's order, then RunOptions'. `default=None` with
+# `default_text=RECIPE`: the recipe's value (`config.resolve_config`).
+_COUNT = dict(low=1, high=MAX_EPOCHS, cap=True)
+_FRACTION = dict(low=0, high=1, high_open=True)
+FIELDS = (
+    Field("recipe", str, "named recipe whose values fill every flag not given", "recipe",
+          default_text="cifar for images of 64 px or less, else imagenet",
+          choices=tuple(RECIPES)),
+    # model
+    Field("depth", int, "ResNet depth: 18, 34, 50, 101, 152, 200 or the CIFAR 20, 32, 44, "
+          "56, 110, 164, 1001", "model", default_text=RECIPE, choices=DEPTHS),
+    Field("variant", str, "block variant", "model",
+          default_text="v1.5; v2 for depths 164 and 1001", choices=VARIANTS),
+    Field("stem", str, "stem", "model", choices=STEMS,
+          default_text="the recipe's, else cifar for images of 64 px or less, deep with "
+                       "--variant d, else imagenet"),
+    Field("shortcut", str, "projection shortcut: B (1x1 conv) or A (zero-padded identity)",
+          "model", default_text="A for the CIFAR basic-block networks, else B",
+          choices=SHORTCUTS),
+    Field("groups", int, "ResNeXt cardinality", "model", default_text="1", low=1, high=1024,
+          cap=True),
+    Field("width_per_group", int, "ResNeXt width per group", "model", default_text="64",
+          low=1, high=MAX_IMAGE_SIZE, cap=True),
+    Field("width_multiplier", float, "Wide ResNet factor", "model", default_text="1", low=0,
+          low_open=True, high=64, cap=True),
+    Field("se_ratio", float, "squeeze-and-excitation ratio, e.g. 0.0625", "model",
+          default_text="0, none", **_FRACTION),
+    Field("stochastic_depth", float, "drop probability of the last block's branch", "model",
+          default_text="0", **_FRACTION),
+    Field("zero_init_residual", bool, "start every residual branch at zero (last BatchNorm "
+          "gamma 0)", "model", default_text="off"),
+    Field("dropout", float, "dropout before the classifier", "model", default_text="0",
+          **_FRACTION),
+    Field("weights", str, "start from pretrained weights: a registry name (resnet_tf "
+          "list_weights), a torchvision/timm/keras.applications file, a .keras file or a run "
+          "folder; the classifier is new", "model", default_text="none, random weights"),
+    Field("freeze_epochs", int, "with --weights: train only the new head for N epochs "
+          "(backbone and BatchNorm frozen), then fine-tune everything", "model",
+          default_text="0", low=0, high=MAX_EPOCHS, cap=True),
+    Field("finetune_lr", float, "with --freeze-epochs: learning rate per 256 images after "
+          "unfreezing", "model", default_text="a tenth of --lr", low=0, low_open=True,
+          high=1000, cap=True),
+    Field("train_batchnorm", bool, "with --weights: let BatchNorm statistics and parameters "
+          "train", "model", default=False,
+          default_text="frozen, in inference mode, as fine-tuning guides advise"),
+    # data
+    Field("dataset", str, "TFDS dataset name, or 'synthetic'; ignored with --data-dir",
+          "data", default="cifar10"),
+    Field("data_dir", str, "folder with one sub-folder of images per class", "data",
+          default_text="none: --dataset"),
+    Field("val_dir", str, "validation folder laid out like --data-dir", "data",
+          default_text="none: --val-split of the training images"),
+    Field("val_split", float, "fraction of the training images held out for validation "
+          "when the data has no validation split", "data",
+          default_text=f"{DEFAULT_VAL_SPLIT}; 0 for none", **_FRACTION),
+    Field("image_size", int, "input size", "data", default_text="the images' own", low=1,
+          high=MAX_IMAGE_SIZE, cap=True, hint="pixels"),
+    Field("augment", str, "augmentation policy: basic (random crop + flip), randaugment, "
+          "augmix (Keras' layers, after the basic crop and flip) or none", "data",
+          default_text=RECIPE, choices=AUGMENTS, no_flag="none"),
+    Field("mixup", float, "MixUp alpha, 0 for none", "data", default_text=RECIPE, low=0,
+          high=100, cap=True),
+    Field("cutmix", float, "CutMix alpha, 0 for none; with --mixup each batch uses one of "
+          "the two", "data", default_text=RECIPE, low=0, high=100, cap=True),
+    Field("random_erasing", float, "random erasing probability", "data", default_text=RECIPE,
+          low=0, high=1, hint="a probability"),
+    Field("crop_padding", int, "zero padding per side before the random crop of small "
+          "images (the cifar preset; 0: flip only)", "data", default_text=RECIPE, low=0,
+          high=MAX_IMAGE_SIZE, cap=True, hint="pixels", metavar="PIXELS"),
+    # optimization
+    Field("epochs", int, "epochs", "optimization", default_text=RECIPE, **_COUNT),
+    Field("batch_size", int, "global batch size, divided over the replicas", "optimization",
+          default=128, low=1, high=2**20, cap=True),
+    Field("optimizer", str, "SGD with Nesterov momentum, AdamW, Adam or LAMB", "optimization",
+          default_text=RECIPE, choices=OPTIMIZERS),
+    # Any rate that stays finite in float32 at the largest batch: one that diverges at
+    # once is how a run's divergence handling is tested.
+    Field("lr", float, "learning rate per 256 images, scaled by batch-size/256",
+          "optimization", default_text=RECIPE, low=0, low_open=True, high=1e30, cap=True),
+    Field("momentum", float, "SGD momentum", "optimization", default=0.9, **_FRACTION),
+    Field("wd", float, "weight decay, not applied to BatchNorm parameters or biases; for SGD "
+          "the L2 coefficient of the papers", "optimization", default_text=RECIPE, low=0,
+          high=10, cap=True),
+    Field("label_smoothing", float, "label smoothing", "optimization", default_text=RECIPE,
+          **_FRACTION),
+    Field("loss", str, "softmax cross-entropy, or binary cross-entropy on logits as ResNet "
+          "strikes back trains", "optimization", default_text=RECIPE, choices=LOSSES),
+    Field("grad_clip", float, "clip the global gradient norm to this", "optimization",
+          default_text="the recipe's, none so far", low=0, low_open=True, high=1e6, cap=True),
+    Field("ema", float, "keep an EMA of the weights with this decay per step; validation, "
+          "best.keras, metrics.json and the export use it", "optimization",
+          default_text=RECIPE, hint="a decay per step such as 0.999, or 0 for none",
+          **_FRACTION),
+    Field("schedule", str, "learning-rate decay after the warmup", "optimization",
+          default="cosine", choices=SCHEDULES),
+    Field("warmup_epochs", float, "linear warmup epochs", "optimization",
+          default_text="recipe, at most a quarter of --epochs", low=0, high=MAX_EPOCHS,
+          cap=True),
+    Field("milestones", tuple, "epochs where --schedule step divides the rate by 10",
+          "optimization", default_text="the recipe's 50%,75% (CIFAR) or 33%,67%,89% of "
+          "--epochs", low=0, high=MAX_EPOCHS, cap=True),
+    # run
+    Field("tta", str, "test-time augmentation of the final evaluation: flip (2 views) or "
+          "flip-shift (flip and 1-pixel diagonal shifts, 10 views); metrics.json also keeps "
+          "the single-view figures", "run", default_text=RECIPE, choices=TTA),
+    Field("precision", str, "auto: mixed_float16 on GPUs of compute capability 7.0+, "
+          "mixed_bfloat16 on CPUs with AMX/AVX512-BF16, else float32", "run", default="auto",
+          choices=PRECISIONS),
+    Field("seed", int, "random seed of the weights, data order and augmentation", "run",
+          default=0, low=0, high=2**32 - 1),
+    Field("split_seed", int, "seed of the validation hold-out drawn when there is no "
+          "--val-dir", "run", default_text="0, whatever --seed is, so runs with other seeds "
+          "are measured on the same images", low=0, high=2**32 - 1),
+    Field("deterministic", bool, "reproducible data order, augmentation and ops (slower)",
+          "run", default=False, default_text="off"),
+    # how a run executes (RunOptions)
+    Field("out", str, "run directory", "run", default_text="runs/resnet<depth>_<dataset>",
+          options=True),
+    Field("overwrite", bool, "replace a run in --out instead of resuming or refusing", "run",
+          default=False, default_text="off", options=True),
+    Field("devices", int, "use the first N GPUs; without GPUs, N > 1 splits the CPU into N "
+          "logical devices (for testing distribution)", "run", default_text="all GPUs, or "
+          "the CPU", low=1, high=MAX_THREADS, cap=True, options=True, metavar="N"),
+    Field("tfds_dir", str, "TFDS data directory", "data", default_text="TFDS's, "
+          "~/tensorflow_datasets", options=True),
+    Field("manual_dir", str, "folder of manually downloaded TFDS archives", "data",
+          options=True),
+    Field("export", bool, "do not export a SavedModel at the end", "run", default=True,
+          default_text="export", options=True),
+    Field("export_dir", str, "SavedModel base directory", "run",
+          default_text="<out>/export/<model name>", options=True),
+    Field("cpu_config", str, "auto: the measured choice for this CPU's kind; tf-defaults: "
+          "TensorFlow's own", "CPU speed", default="auto", choices=CPU_CONFIGS, options=True),
+    Field("onednn", str, "TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS; the command "
+          "restarts itself once to set it)", "CPU speed", default_text="--cpu-config's",
+          choices=("on", "off"), options=True),
+    Field("inter_op_threads", int, "TensorFlow's inter-op thread pool", "CPU speed",
+          default_text="--cpu-config's", low=1, high=MAX_THREADS, cap=True, options=True,
+          metavar="N"),
+    Field("intra_op_threads", int, "TensorFlow's intra-op thread pool", "CPU speed",
+          default_text="--cpu-config's", low=1, high=MAX_THREADS, cap=True, options=True,
+          metavar="N"),
+    Field("steps_per_execution", int, "training steps per compiled call", "CPU speed",
+          default_text="--cpu-config's", options=True, metavar="N", **_COUNT),
+    Field("verbose", int, "Keras' fit verbosity", "run", default_text="1 in a terminal, "
+          "else 2", low=0, high=2, options=True, flag=False),
+)
+CONFIG_FIELDS = tuple(f for f in FIELDS if not f.options)
+OPTION_FIELDS = tuple(f for f in FIELDS if f.options)
+
+TrainConfig = dataclass_of("TrainConfig", CONFIG_FIELDS, """What defines a run: two runs with
+    equal resolved configs are the same run.
 
     `None` means the recipe's default (see `RECIPES`; without `recipe`, "cifar" for
     images of 64 px or less, else "imagenet"); `lr` is per 256 images; `milestones` are
     epochs (step schedule); `val_split` applies only when the data has no validation
     split of its own. Architecture fields left None take `build_resnet`'s defaults.
-    """
+    Each field is described by its `Field` in `FIELDS` (`train.py --help`).
+    """, __name__)
 
-    recipe: str | None = None
-    depth: int | None = None
-    variant: str | None = None
-    stem: str | None = None
-    shortcut: str | None = None
-    groups: int | None = None
-    width_per_group: int | None = None
-    width_multiplier: float | None = None
-    se_ratio: float | None = None
-    stochastic_depth: float | None = None
-    zero_init_residual: bool | None = None
-    dropout: float | None = None
-    weights: str | None = None
-    freeze_epochs: int | None = None
-    finetune_lr: float | None = None
-    train_batchnorm: bool = False
-    dataset: str = "cifar10"
-    data_dir: str | None = None
-    val_dir: str | None = None
-    val_split: float | None = None
-    image_size: int | None = None
-    augment: str | None = None
-    mixup: float | None = None
-    cutmix: float | None = None
-    random_erasing: float | None = None
-    crop_padding: int | None = None
-    epochs: int | None = None
-    batch_size: int = 128
-    optimizer: str | None = None
-    lr: float | None = None
-    momentum: float = 0.9
-    wd: float | None = None
-    label_smoothing: float | None = None
-    loss: str | None = None
-    grad_clip: float | None = None
-    ema: float | None = None
-    schedule: str = "cosine"
-    warmup_epochs: float | None = None
-    milestones: tuple | None = None
-    tta: str | None = None
-    precision: str = "auto"
-    seed: int = 0
-    split_seed: int | None = None
-    deterministic: bool = False
-
-
-@dataclasses.dataclass
-class RunOptions:
-    """How and where a run executes; none of it changes the result."""
-
-    out: str | None = None
-    overwrite: bool = False
-    devices: int | None = None
-    tfds_dir: str | None = None
-    manual_dir: str | None = None
-    export: bool = True
-    export_dir: str | None = None
-    # CPU settings (`resnet_tf.training.cpu_tuning`); None takes the choice for this CPU.
-    cpu_config: str = "auto"
-    onednn: str | None = None
-    inter_op_threads: int | None = None
-    intra_op_threads: int | None = None
-    steps_per_execution: int | None = None
-    verbose: int | None = None
-
-
-# --- the recipe -------------------------------------------------------------------------
+RunOptions = dataclass_of("RunOptions", OPTION_FIELDS, """How and where a run executes; none
+    of it changes the result. CPU settings (`resnet_tf.training.cpu_tuning`) left None
+    take the choice for this CPU.""", __name__)
 
 
 def check_config(config, options=RunOptions()):
     """Rejects what can be rejected without TensorFlow or data; raises `ConfigError`."""
-    if config.recipe is not None:
-        check_choice("recipe", config.recipe, tuple(RECIPES), error=ConfigError)
-    if config.depth is not None:
-        check_choice("depth", config.depth, DEPTHS, error=ConfigError)
-    for name, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
-                          ("precision", PRECISIONS), ("loss", LOSSES), ("tta", TTA)):
-        value = getattr(config, name)
-        if value is not None and value not in allowed:
-            raise ConfigError(f"--{name} must be one of {', '.join(allowed)}. Received: "
-                              f"--{name} {value!r}; expected one of them.")
-    augment = _augment_policy(config.augment)
-    if augment is not None and augment not in AUGMENTS:
-        raise ConfigError(f"--augment must be one of {', '.join(AUGMENTS)}. Received: --augment "
-                          f"{augment!r}; expected one of them.")
-    for name in ("epochs", "batch_size", "image_size", "groups", "width_per_group"):
-        value = getattr(config, name)
-        if value is not None and value < 1:
-            raise ConfigError(f"--{_flag(name)} must be a positive integer. Received: "
-                              f"--{_flag(name)} {value}; expected 1 or more.")
-    if config.freeze_epochs is not None and config.freeze_epochs < 0:
-        raise ConfigError(f"--freeze-epochs must be >= 0. Received: --freeze-epochs "
-                          f"{config.freeze_epochs}; expected 0 or more.")
+    for field in FIELDS:
+        value = getattr(options if field.options else config, field.name)
+        if field.name == "augment":
+            value = spelled_now(value, "augment")  # True/False: earlier versions' flag
+        if value is not None:
+            field.check(value)
     if (config.freeze_epochs or config.finetune_lr or config.train_batchnorm) and not config.weights:
         raise ConfigError("--freeze-epochs, --finetune-lr and --train-batchnorm fine-tune "
                           "pretrained weights. Received: no --weights; expected --weights "
@@ -229,163 +279,11 @@ def check_config(config, options=RunOptions()):
     if config.freeze_epochs and config.epochs and config.freeze_epochs >= config.epochs:
         raise ConfigError(f"--freeze-epochs ({config.freeze_epochs}) must be less than --epochs "
                           f"({config.epochs}): the backbone would never be fine-tuned.")
-    if config.image_size is not None and config.image_size > MAX_IMAGE_SIZE:
-        raise ConfigError(f"--image-size is too large. Received: --image-size {config.image_size}; "
-                          f"expected at most {MAX_IMAGE_SIZE} pixels.")
-    if config.crop_padding is not None and config.crop_padding < 0:
-        raise ConfigError(f"--crop-padding is a number of pixels. Received: --crop-padding "
-                          f"{config.crop_padding}; expected 0 or more (0: flip only).")
-    for name in ("seed", "split_seed"):
-        value = getattr(config, name)
-        if value is not None and not 0 <= value < 2**32:
-            raise ConfigError(f"--{_flag(name)} is out of range. Received: --{_flag(name)} "
-                              f"{value}; expected an integer from 0 to {2**32 - 1}.")
-    floats = ("lr", "wd", "label_smoothing", "val_split", "momentum", "warmup_epochs", "mixup",
-              "cutmix", "random_erasing", "ema", "grad_clip", "width_multiplier", "se_ratio",
-              "stochastic_depth", "dropout", "finetune_lr")
-    for name in floats:
-        value = getattr(config, name)
-        if value is not None and not math.isfinite(value):
-            raise ConfigError(f"--{_flag(name)} must be a finite number. Received: "
-                              f"--{_flag(name)} {value}; expected a number such as 0.1.")
-    for name in ("lr", "grad_clip", "width_multiplier", "finetune_lr"):
-        value = getattr(config, name)
-        if value is not None and not value > 0:
-            raise ConfigError(f"--{_flag(name)} must be positive. Received: --{_flag(name)} "
-                              f"{value}; expected a number above 0.")
-    for name, low, high in (("wd", 0, math.inf), ("label_smoothing", 0, 1), ("val_split", 0, 1),
-                            ("momentum", 0, 1), ("mixup", 0, math.inf), ("cutmix", 0, math.inf),
-                            ("se_ratio", 0, 1), ("stochastic_depth", 0, 1), ("dropout", 0, 1)):
-        value = getattr(config, name)
-        if value is not None and not low <= value < high:
-            raise ConfigError(f"--{_flag(name)} must be in [{low}, {high}). Received: "
-                              f"--{_flag(name)} {value}; expected {low} <= value < {high}.")
-    if config.random_erasing is not None and not 0 <= config.random_erasing <= 1:
-        raise ConfigError("--random-erasing is a probability. Received: --random-erasing "
-                          f"{config.random_erasing}; expected a number from 0 to 1.")
-    if config.ema is not None and config.ema != 0 and not 0 < config.ema < 1:
-        raise ConfigError(f"--ema is a decay per step. Received: --ema {config.ema}; expected a "
-                          "number strictly between 0 and 1, such as 0.999 (or 0 for none).")
-    if config.warmup_epochs is not None and config.warmup_epochs < 0:
-        raise ConfigError(f"--warmup-epochs must be >= 0. Received: --warmup-epochs "
-                          f"{config.warmup_epochs}; expected 0 or more.")
     for flag, path in (("--data-dir", config.data_dir), ("--val-dir", config.val_dir)):
         if path is not None and not os.path.isdir(path):
             what = "is not a directory" if os.path.exists(path) else "does not exist"
             raise ConfigError(f"{flag} {path} {what}; expected a folder with one sub-folder "
                               "of images per class.")
-    if options.devices is not None and options.devices < 1:
-        raise ConfigError(f"--devices must be a positive integer. Received: --devices "
-                          f"{options.devices}; expected 1 or more.")
-    for flag, value in (("--steps-per-execution", options.steps_per_execution),
-                        ("--inter-op-threads", options.inter_op_threads),
-                        ("--intra-op-threads", options.intra_op_threads)):
-        if value is not None and value < 1:
-            raise ConfigError(f"{flag} must be a positive integer. Received: {flag} {value}; "
-                              "expected 1 or more.")
-    check_choice("cpu_config", options.cpu_config, CPU_CONFIGS, error=ConfigError)
-    if options.onednn is not None:
-        check_choice("onednn", options.onednn, ("on", "off"), error=ConfigError)
-
-
-def _augment_policy(augment):
-    """`True`/`False` (the flag of earlier versions) as the policy names they meant."""
-    if augment is True:
-        return "basic"
-    if augment is False:
-        return "none"
-    return augment
-
-
-def resolve_config(config, preset, image_size):
-    """The config with every default filled in from its recipe for data of `preset`."""
-    name = config.recipe or default_recipe(preset)
-    recipe = RECIPES[name]
-    resolved = dataclasses.asdict(config)
-    optimizer = config.optimizer or recipe["optimizer"]
-    lr, wd = recipe["lr_wd"][optimizer]
-    epochs = config.epochs or recipe["epochs"]
-    warmup = config.warmup_epochs
-    if warmup is None:
-        # Scaled to short runs rather than dropped: `--epochs 1` keeps a quarter-epoch warmup.
-        warmup = min(recipe["warmup_epochs"], MAX_WARMUP_SHARE * epochs)
-    elif warmup >= epochs:
-        raise ConfigError(f"--warmup-epochs ({warmup:g}) must be less than --epochs ({epochs}).")
-    milestones = config.milestones
-    if milestones is None:
-        milestones = [round(f * epochs) for f in recipe["milestones"]]
-
-    def pick(field):
-        value = getattr(config, field)
-        return recipe[field] if value is None else value
-
-    resolved.update(
-        recipe=name,
-        depth=config.depth or recipe["depth"],
-        stem=config.stem or recipe["stem"] or ("cifar" if preset == "cifar" else
-                                               "deep" if config.variant == "d" else "imagenet"),
-        # The dataset name is ignored when images come from a folder.
-        dataset=None if config.data_dir else config.dataset,
-        data_dir=config.data_dir and os.path.abspath(config.data_dir),
-        val_dir=config.val_dir and os.path.abspath(config.val_dir),
-        val_split=DEFAULT_VAL_SPLIT if config.val_split is None else config.val_split,
-        split_seed=split_seed(config),
-        image_size=image_size,
-        preset=preset,
-        epochs=epochs,
-        optimizer=optimizer,
-        lr=lr if config.lr is None else config.lr,
-        wd=wd if config.wd is None else config.wd,
-        label_smoothing=pick("label_smoothing"),
-        augment=_augment_policy(config.augment) or recipe["augment"],
-        mixup=pick("mixup"),
-        cutmix=pick("cutmix"),
-        random_erasing=pick("random_erasing"),
-        crop_padding=pick("crop_padding"),
-        # The EMA does not span the two phases of --freeze-epochs (check_config refuses
-        # the flags together); a recipe's EMA is dropped there.
-        ema=config.ema or 0.0 if config.freeze_epochs else pick("ema"),
-        loss=pick("loss"),
-        grad_clip=pick("grad_clip"),
-        tta=pick("tta"),
-        warmup_epochs=warmup,
-        milestones=sorted(int(m) for m in milestones),
-    )
-    return resolved
-
-
-def split_seed(config):
-    """The seed of the validation hold-out: `--split-seed`, else 0 whatever `--seed` is, so
-    that runs with other seeds are measured on the same images."""
-    return 0 if config.split_seed is None else config.split_seed
-
-
-def augmentation(config):
-    """The augmentation a run uses, known before its data is loaded: the flags, else the
-    recipe's (both default recipes, "cifar" and "imagenet", use "basic" and nothing more).
-    """
-    recipe = RECIPES[config.recipe or "cifar"]
-    policy = _augment_policy(config.augment) or recipe["augment"]
-    return {"augment": policy,
-            **{name: recipe[name] if getattr(config, name) is None else getattr(config, name)
-               for name in ("mixup", "cutmix", "random_erasing", "crop_padding")}}
-
-
-def model_kwargs(resolved):
-    """`build_resnet` keyword arguments from a resolved config (None: the builder's default)."""
-    names = {"variant": "variant", "stem": "stem", "shortcut": "shortcut", "groups": "groups",
-             "width_per_group": "width_per_group", "width_multiplier": "width_multiplier",
-             "se_ratio": "se_ratio", "stochastic_depth": "stochastic_depth_rate",
-             "zero_init_residual": "zero_init_residual", "dropout": "dropout"}
-    return {arg: resolved[key] for key, arg in names.items() if resolved.get(key) is not None}
-
-
-def describe_recipe(resolved):
-    """The resolved values as `--print-recipe` prints them, one `name: value` per line."""
-    recipe = RECIPES[resolved["recipe"]]
-    lines = [f"recipe: {resolved['recipe']} ({recipe['description']})"]
-    lines += [f"{key}: {value}" for key, value in resolved.items() if key != "recipe"]
-    return "\n".join(lines)
 
 
 def default_run_name(depth, dataset=None, data_dir=None):
@@ -401,7 +299,3 @@ def default_run_name(depth, dataset=None, data_dir=None):
 
 def default_out(depth, config):
     return os.path.join("runs", default_run_name(depth, config.dataset, config.data_dir))
-
-
-def _flag(name):
-    return name.replace("_", "-")

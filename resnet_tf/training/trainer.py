@@ -16,11 +16,12 @@ import sys
 
 import keras
 
+from resnet_tf.compat import kept_values, stored_config
 from resnet_tf.data import load_data
 from resnet_tf.errors import ConfigError
 from resnet_tf.files import fault_point, write_json, write_text
 from resnet_tf.metrics import TTA_DESCRIPTIONS, evaluate_model
-from resnet_tf.models.resnet import build_resnet, default_variant
+from resnet_tf.models.resnet import build_resnet
 from resnet_tf.models.saving import load_keras_file
 from resnet_tf.runs import RunDirectory, read_class_names
 from resnet_tf.schedules import WarmupSchedule
@@ -32,6 +33,7 @@ from resnet_tf.training.callbacks import (
     RunRecorder,
     StopOnNonFiniteLoss,
 )
+from resnet_tf.training.config import architecture, model_kwargs, resolve
 from resnet_tf.training.cpu_tuning import apply_threads, describe_cpu_config, run_cpu_config
 from resnet_tf.training.distribute import (
     is_chief,
@@ -48,22 +50,10 @@ from resnet_tf.training.finetune import (
     build_from_weights,
     copy_backbone,
     set_backbone_trainable,
-    weights_defaults,
     weights_kind,
 )
 from resnet_tf.training.optimizers import build_optimizer
-from resnet_tf.training.recipes import (
-    DEFAULT_VAL_SPLIT,
-    RunOptions,
-    augmentation,
-    check_config,
-    default_out,
-    keep_run_values,
-    model_kwargs,
-    resolve_config,
-    split_seed,
-    stored_config,
-)
+from resnet_tf.training.recipes import RunOptions, check_config, default_out
 
 FINETUNE_BACKUP = "finetune"
 
@@ -80,150 +70,182 @@ def train(config, options=RunOptions()):
     can fix; everything else is a bug.
     """
     check_config(config, options)
-    # The run directory is known before loading data when named or derivable, so a
-    # complete or conflicting run is reported at once.
-    out = options.out
-    if out is None and config.depth is not None:
-        out = default_out(config.depth, config)
-    if out is not None:
-        done = _prepare_run(RunDirectory(out), config, options)
-        if done is not None:
-            return done
-
-    cpu = None if visible_gpus() else cpu_config_for(options)
-    if cpu is not None:
-        apply_threads(cpu)  # before make_strategy runs TensorFlow's first op
-        options = dataclasses.replace(options, steps_per_execution=cpu["steps_per_execution"])
-    strategy = make_strategy(options.devices)
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ConfigError(f"--batch-size {config.batch_size} is not divisible by the "
-                          f"{replicas} replicas; use a multiple of {replicas}.")
-    precision, precision_reason = resolve_precision(config.precision)
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-
-    if config.weights:
-        config = _with_weights_defaults(config)
-    def load(hold_out_seed):
-        return load_data(
-            config.dataset, data_dir=config.data_dir, val_dir=config.val_dir,
-            val_split=DEFAULT_VAL_SPLIT if config.val_split is None else config.val_split,
-            image_size=config.image_size, batch_size=config.batch_size, seed=config.seed,
-            split_seed=hold_out_seed, deterministic=config.deterministic,
-            tfds_dir=options.tfds_dir, manual_dir=options.manual_dir, **augmentation(config))
-
-    data = load(split_seed(config))
-    resolved = resolve_config(config, data.preset, data.image_size)
-    run = RunDirectory(out or default_out(resolved["depth"], config))
-    if not options.overwrite:
-        resolved = keep_run_values(config, resolved, run.read_config())
-        if resolved["split_seed"] != split_seed(config):
-            # A run from before --split-seed, whose --seed drew its hold-out: resumed on it.
-            data = load(resolved["split_seed"])
-    if out is None:
-        done = _prepare_run(run, config, options, resolved)
-        if done is not None:
-            return done
-    chief = is_chief(strategy)
-    if chief and options.overwrite:
+    run, resolved = resolve_run(config, options)
+    done = _prepare_run(run, resolved, options)
+    if done is not None:
+        return done
+    session = _start_tensorflow(resolved, options)
+    data = _load_data(resolved, session.options)
+    if session.chief and options.overwrite:
         run.clear()
-    elif chief:
+    elif session.chief:
         _check_resumable(run, data.class_names)
-
-    keras.mixed_precision.set_global_policy(precision)
-    peak_lr = resolved["lr"] * config.batch_size / 256  # --lr is per 256 images
-    with strategy.scope():
+    keras.mixed_precision.set_global_policy(session.precision)
+    with session.strategy.scope():
         model = _build_model(resolved, data)
-    runtime = dict(
-        precision=precision, strategy=strategy_name(strategy), replicas=replicas,
-        per_replica_batch=config.batch_size // replicas, global_batch=config.batch_size,
-        learning_rate=peak_lr,
-        steps_per_epoch=data.train_examples // config.batch_size,
-        train_examples=data.train_examples, val_examples=data.val_examples,
-        skipped_files=data.skipped_files, classes=len(data.class_names), model=model.name,
-        parameters=model.count_params(),
-        versions={"keras": keras.__version__, "tensorflow": _tf_version()},
-        cpu_settings=None if cpu is None else describe_cpu_config(cpu))
-    _print_config(resolved, runtime, precision_reason, run.path)
+    runtime = _runtime(resolved, session, data, model)
+    _print_config(resolved, runtime, session.precision_reason, run.path)
     if data.skipped_files:
         print(f"Warning: skipped {data.skipped_files} unreadable image file(s).", flush=True)
-
-    backup = run.file("backup")
-    if chief:
-        write_json(run.file("config.json"),
-                   {"config": resolved, "status": "running", "runtime": runtime})
+    if session.chief:
+        _write_config(run, resolved, runtime, "running")
         write_text(run.file("classes.txt"), "\n".join(data.class_names) + "\n")
-    else:
-        # Other workers keep only their own backup, beside the chief's.
-        backup = os.path.join(backup, f"worker-{strategy.cluster_resolver.task_id}")
     monitor = "val_accuracy" if data.val is not None else "accuracy"
-    # The divergence check comes first: a non-finite epoch is neither recorded nor backed up.
-    # Validation, best.keras, metrics.json and the export use the average (before the
-    # backup, which saves the state that the average's file must match).
-    ema = ModelEMA(resolved["ema"], backup) if resolved["ema"] else None
-    callbacks = [StopOnNonFiniteLoss(), *([ema] if ema else []),
-                 AtomicBackupAndRestore(backup, delete_checkpoint=False)]
-    if chief:
-        callbacks = [*callbacks[:-1], RunRecorder(run, monitor, ema=ema), callbacks[-1],
-                     EpochScalars(run.file("logs"))]
-    if os.environ.get("RESNET_TF_KILL_AT"):
-        callbacks.append(MidEpochFault())
-    classes = len(data.class_names)
-    train_ds = data.train if getattr(data, "one_hot_labels", False) else _one_hot(data.train, classes)
-    val_ds = None if data.val is None else _one_hot(data.val, classes)
-    verbose = options.verbose if options.verbose is not None else (1 if sys.stdout.isatty() else 2)
-    for phase in _phases(resolved, run, peak_lr, config.batch_size, model):
-        with strategy.scope():
-            _compile(model, resolved, data, phase, options)
-        work_around_keras_distributed_fit(model, strategy, train_ds)
-        phase_backup = backup if phase.backup is None else os.path.join(backup, phase.backup)
-        fit_callbacks = [c if not isinstance(c, AtomicBackupAndRestore)
-                         else AtomicBackupAndRestore(phase_backup, delete_checkpoint=False)
-                         for c in callbacks]
-        model.fit(train_ds, validation_data=val_ds, epochs=phase.end,
-                  initial_epoch=phase.start, callbacks=fit_callbacks, verbose=verbose,
-                  shuffle=False)
+    ema, callbacks = _callbacks(resolved, run, session, monitor)
+    _fit(model, resolved, data, run, session, callbacks, runtime["learning_rate"])
     if ema:  # from here on the model is its EMA weights: final metrics and export
         ema.apply()
-    if not chief:
+    if not session.chief:
         return None
     fault_point("final evaluation")
-    metrics = _final_metrics(model, data, run.read_history(), monitor, resolved["tta"])
+    metrics = _final_metrics(model, data, run.read_history(), monitor, resolved.tta)
     write_json(run.file("metrics.json"), metrics)
     fault_point("before complete")
-    write_json(run.file("config.json"),
-               {"config": resolved, "status": "complete", "runtime": runtime})
+    _write_config(run, resolved, runtime, "complete")
     run.remove_backup()
     print(f"Run complete: {run.path}", flush=True)
     return dict(metrics, run_dir=run.path)
 
 
-def _with_weights_defaults(config):
-    """The config with the architecture and image size of `--weights` where flags are unset."""
-    defaults = weights_defaults(config.weights, config.depth)
-    return dataclasses.replace(config, **{k: v for k, v in defaults.items()
-                                          if getattr(config, k, None) is None})
+def resolve_run(config, options):
+    """`(RunDirectory, ResolvedConfig)` of a run, read from its data's facts (before its
+    pipelines exist) and, when the run folder holds a run from before a recipe default
+    changed, that run's own values of what the flags leave unset."""
+    resolved = resolve(config, options)
+    run = RunDirectory(options.out or default_out(resolved.depth, config))
+    old = None if options.overwrite else run.read_config()
+    if old is not None:
+        resolved = resolved.replace(**kept_values(dataclasses.asdict(config),
+                                                  stored_config(old["config"])))
+    return run, resolved
+
+
+@dataclasses.dataclass(frozen=True)
+class _Session:
+    """What TensorFlow was set up with for this process."""
+
+    options: RunOptions  # with the CPU settings' steps per execution
+    cpu: dict | None
+    strategy: object
+    chief: bool
+    precision: str
+    precision_reason: str
+
+
+def _start_tensorflow(resolved, options):
+    """CPU threads, the distribution strategy, precision and seeds, in the order
+    TensorFlow needs them (threads before its first op)."""
+    cpu = None if visible_gpus() else cpu_config_for(options)
+    if cpu is not None:
+        apply_threads(cpu)
+        options = dataclasses.replace(options, steps_per_execution=cpu["steps_per_execution"])
+    strategy = make_strategy(options.devices)
+    replicas = strategy.num_replicas_in_sync
+    if resolved.batch_size % replicas:
+        raise ConfigError(f"--batch-size {resolved.batch_size} is not divisible by the "
+                          f"{replicas} replicas; use a multiple of {replicas}.")
+    precision, reason = resolve_precision(resolved.precision)
+    keras.utils.set_random_seed(resolved.seed)
+    if resolved.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    return _Session(options, cpu, strategy, is_chief(strategy), precision, reason)
+
+
+def _load_data(resolved, options):
+    """The train and validation pipelines at the resolved size, preset and augmentation."""
+    return load_data(
+        resolved.dataset, data_dir=resolved.data_dir, val_dir=resolved.val_dir,
+        val_split=resolved.val_split, image_size=resolved.image_size, preset=resolved.preset,
+        batch_size=resolved.batch_size, seed=resolved.seed, split_seed=resolved.split_seed,
+        deterministic=resolved.deterministic, tfds_dir=options.tfds_dir,
+        manual_dir=options.manual_dir, augment=resolved.augment, mixup=resolved.mixup,
+        cutmix=resolved.cutmix, random_erasing=resolved.random_erasing,
+        crop_padding=resolved.crop_padding)
+
+
+def _runtime(resolved, session, data, model):
+    """config.json's "runtime": how this process runs the run (none of it is the run)."""
+    replicas = session.strategy.num_replicas_in_sync
+    batch = resolved.batch_size
+    return dict(
+        precision=session.precision, strategy=strategy_name(session.strategy),
+        replicas=replicas, per_replica_batch=batch // replicas, global_batch=batch,
+        learning_rate=resolved.lr * batch / 256,  # --lr is per 256 images
+        steps_per_epoch=data.train_examples // batch,
+        train_examples=data.train_examples, val_examples=data.val_examples,
+        skipped_files=data.skipped_files, classes=len(data.class_names), model=model.name,
+        parameters=model.count_params(),
+        versions={"keras": keras.__version__, "tensorflow": _tf_version()},
+        cpu_settings=None if session.cpu is None else describe_cpu_config(session.cpu))
+
+
+def _write_config(run, resolved, runtime, status):
+    write_json(run.file("config.json"),
+               {"config": resolved.to_dict(), "status": status, "runtime": runtime})
+
+
+def _backup_dir(run, session):
+    """The chief's backup/; other workers keep only their own, beside it."""
+    if session.chief:
+        return run.file("backup")
+    return os.path.join(run.file("backup"), f"worker-{session.strategy.cluster_resolver.task_id}")
+
+
+def _callbacks(resolved, run, session, monitor):
+    """`(ema or None, callbacks of a phase given its backup folder)`."""
+    # The divergence check comes first: a non-finite epoch is neither recorded nor backed up.
+    # Validation, best.keras, metrics.json and the export use the average (before the
+    # backup, which saves the state that the average's file must match).
+    ema = ModelEMA(resolved.ema, _backup_dir(run, session)) if resolved.ema else None
+    before = [StopOnNonFiniteLoss(), *([ema] if ema else [])]
+    after = []
+    if session.chief:
+        before.append(RunRecorder(run, monitor, ema=ema))
+        after.append(EpochScalars(run.file("logs")))
+    if os.environ.get("RESNET_TF_KILL_AT"):
+        after.append(MidEpochFault())
+
+    def for_phase(backup):
+        return [*before, AtomicBackupAndRestore(backup, delete_checkpoint=False), *after]
+
+    return ema, for_phase
+
+
+def _fit(model, resolved, data, run, session, callbacks, peak_lr):
+    """`model.fit` over the run's phases, each with its own backup folder."""
+    classes = len(data.class_names)
+    train_ds = data.train if getattr(data, "one_hot_labels", False) else _one_hot(data.train, classes)
+    val_ds = None if data.val is None else _one_hot(data.val, classes)
+    options = session.options
+    verbose = options.verbose if options.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    backup = _backup_dir(run, session)
+    for phase in _phases(resolved, run, peak_lr, model):
+        with session.strategy.scope():
+            _compile(model, resolved, data, phase, options)
+        work_around_keras_distributed_fit(model, session.strategy, train_ds)
+        phase_backup = backup if phase.backup is None else os.path.join(backup, phase.backup)
+        model.fit(train_ds, validation_data=val_ds, epochs=phase.end,
+                  initial_epoch=phase.start, verbose=verbose, shuffle=False,
+                  callbacks=callbacks(phase_backup))
 
 
 def _build_model(resolved, data):
     """The network: new, or its backbone from --weights with a new classifier."""
     classes = len(data.class_names)
-    bce = resolved["loss"] == "bce"
+    bce = resolved.loss == "bce"
     args = dict(input_shape=(data.image_size, data.image_size, 3), classes=classes,
                 # BCE trains logits through a sigmoid; exports and evaluation add a softmax.
                 classifier_activation=None if bce else "softmax", **model_kwargs(resolved))
-    weights = resolved.get("weights")
+    weights = resolved.weights
     if not weights:
-        return build_resnet(resolved["depth"], **args)
+        return build_resnet(resolved.depth, **args)
     if weights_kind(weights) == "keras":
         path = os.path.join(weights, "best.keras") if os.path.isdir(weights) else weights
         source = load_keras_file(path, error=ConfigError)
-        return build_from_model(source, weights, depth=resolved["depth"], **args)
-    return build_from_weights(weights, depth=resolved["depth"], **args)
+        return build_from_model(source, weights, depth=resolved.depth, **args)
+    return build_from_weights(weights, depth=resolved.depth, **args)
 
 
 @dataclasses.dataclass
@@ -236,22 +258,22 @@ class _Phase:
     backup: str | None  # sub-folder of backup/ holding this phase's state
 
 
-def _phases(resolved, run, peak_lr, batch_size, model):
+def _phases(resolved, run, peak_lr, model):
     """One phase, or with --weights and --freeze-epochs N: the frozen-backbone head phase
     (epochs 1..N), then fine-tuning at --finetune-lr; a resumed run skips what is done."""
-    epochs = resolved["epochs"]
-    finetuning = bool(resolved.get("weights"))
-    frozen_epochs = (resolved.get("freeze_epochs") or 0) if finetuning else 0
-    train_bn = bool(resolved.get("train_batchnorm"))
+    epochs = resolved.epochs
+    finetuning = bool(resolved.weights)
+    frozen_epochs = (resolved.freeze_epochs or 0) if finetuning else 0
+    train_bn = bool(resolved.train_batchnorm)
     if not frozen_epochs:
         if finetuning:
             set_backbone_trainable(model, True, train_bn)
-        yield _Phase(0, epochs, peak_lr, resolved["warmup_epochs"], False, None)
+        yield _Phase(0, epochs, peak_lr, resolved.warmup_epochs, False, None)
         return
     _, done = run.backup_state()
     if done < frozen_epochs:
         set_backbone_trainable(model, False)
-        yield _Phase(0, frozen_epochs, peak_lr, min(resolved["warmup_epochs"], frozen_epochs / 4),
+        yield _Phase(0, frozen_epochs, peak_lr, min(resolved.warmup_epochs, frozen_epochs / 4),
                      True, None)
     elif not os.path.isdir(run.file(os.path.join("backup", FINETUNE_BACKUP))):
         # The head phase ended in an earlier process: start from its last epoch's weights.
@@ -261,31 +283,31 @@ def _phases(resolved, run, peak_lr, batch_size, model):
             load_keras_file(run.file("last.keras"), error=ConfigError)
             .get_layer(CLASSIFIER).get_weights())
     set_backbone_trainable(model, True, train_bn)
-    finetune_lr = resolved.get("finetune_lr") or resolved["lr"] / 10
-    yield _Phase(frozen_epochs, epochs, finetune_lr * batch_size / 256, 0.0, False,
+    finetune_lr = resolved.finetune_lr or resolved.lr / 10
+    yield _Phase(frozen_epochs, epochs, finetune_lr * resolved.batch_size / 256, 0.0, False,
                  FINETUNE_BACKUP)
 
 
 def _compile(model, resolved, data, phase, options):
     """Compiles `model` with the recipe's optimizer, loss and metrics for one phase."""
     classes = len(data.class_names)
-    steps = data.train_examples // resolved["batch_size"]
+    steps = data.train_examples // resolved.batch_size
     span = phase.end - phase.start
     schedule = WarmupSchedule(
         phase.peak_lr,
         total_steps=span * steps,
         warmup_steps=round(phase.warmup_epochs * steps),
-        decay=resolved["schedule"],
-        milestones=[(m - phase.start) * steps for m in resolved["milestones"]
+        decay=resolved.schedule,
+        milestones=[(m - phase.start) * steps for m in resolved.milestones
                     if phase.start < m < phase.end])
-    if resolved["loss"] == "bce":
+    if resolved.loss == "bce":
         loss = keras.losses.BinaryCrossentropy(from_logits=True,
-                                               label_smoothing=resolved["label_smoothing"])
+                                               label_smoothing=resolved.label_smoothing)
     else:
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=resolved["label_smoothing"])
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=resolved.label_smoothing)
     model.compile(
-        optimizer=build_optimizer(resolved["optimizer"], schedule, resolved["wd"], model,
-                                  resolved["momentum"], grad_clip=resolved["grad_clip"]),
+        optimizer=build_optimizer(resolved.optimizer, schedule, resolved.wd, model,
+                                  resolved.momentum, grad_clip=resolved.grad_clip),
         loss=loss,
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                  keras.metrics.TopKCategoricalAccuracy(min(5, classes), name="top5")],
@@ -316,23 +338,19 @@ def _final_metrics(model, data, history, monitor, tta="none"):
     return metrics
 
 
-def _prepare_run(run, config, options, resolved=None):
+def _prepare_run(run, resolved, options):
     """Takes the run's lock, refuses a conflicting directory, makes sure it is writable,
     cleans what a killed run left behind; returns the metrics if the run is complete."""
     run.check_writable()
     if tf_config_is_chief():  # other workers of a multi-worker run write their backups only
         run.lock()
         run.remove_debris()
-    old = run.read_config()
-    if old is not None:
-        old = {**old, "config": stored_config(old)}
     if not options.overwrite:
-        if old is not None and resolved is None:
-            stored = old["config"]
-            resolved = keep_run_values(config, resolve_config(
-                config, stored["preset"], config.image_size or stored["image_size"]), old)
-        if run.check(resolved, old):
-            print(f"Run {run.path} is already complete ({resolved['epochs']} epochs); "
+        old = run.read_config()
+        if old is not None:
+            old = {**old, "config": stored_config(old["config"])}
+        if run.check(resolved.to_dict(), old):
+            print(f"Run {run.path} is already complete ({resolved.epochs} epochs); "
                   "nothing to do. Pass --overwrite to train it again.", flush=True)
             try:
                 with open(run.file("metrics.json")) as f:
@@ -395,50 +413,51 @@ def cpu_config_for(options):
 
 
 def _print_config(c, r, precision_reason, path):
-    decay = "SGD L2" if c["optimizer"] == "sgd" else c["optimizer"]
-    if c["schedule"] == "cosine":
+    """Prints the resolved config `c` and the runtime `r` the run starts with."""
+    decay = "SGD L2" if c.optimizer == "sgd" else c.optimizer
+    if c.schedule == "cosine":
         schedule = "cosine"
     else:
-        schedule = f"step x0.1 at epochs {', '.join(map(str, c['milestones']))}"
-    data = c["data_dir"] or c["dataset"]
-    architecture = ", ".join(f"{k} {v}" for k, v in model_kwargs(c).items()
-                             if k not in ("variant", "stem")) or "builder defaults"
-    augment = [c["augment"]] + [f"{k} {c[k]:g}" for k in ("mixup", "cutmix", "random_erasing")
-                                if c[k]]
-    if c["preset"] == "cifar" and c["augment"] != "none":
-        augment.append(f"crop padding {c['crop_padding']}")
+        schedule = f"step x0.1 at epochs {', '.join(map(str, c.milestones))}"
+    data = c.data_dir or c.dataset
+    built = ", ".join(f"{k} {v}" for k, v in model_kwargs(c).items()
+                      if k not in ("variant", "stem")) or "builder defaults"
+    augment = [c.augment] + [f"{k} {getattr(c, k):g}"
+                             for k in ("mixup", "cutmix", "random_erasing") if getattr(c, k)]
+    if c.preset == "cifar" and c.augment != "none":
+        augment.append(f"crop padding {c.crop_padding}")
     lines = [
-        ("recipe", c["recipe"]),
-        ("model", f"{r['model']} (depth {c['depth']}, variant {c['variant'] or default_variant(c['depth'])}, "
-                  f"stem {c['stem']}), {r['parameters']:,} parameters"),
-        ("architecture", architecture),
-        *([("weights", f"{c['weights']}" + (
-            f"; head only for {c['freeze_epochs']} epoch(s), then everything at lr "
-            f"{c.get('finetune_lr') or c['lr'] / 10:g} per 256 images" if c.get("freeze_epochs")
-            else "") + ("; BatchNorm trains" if c.get("train_batchnorm")
-                        else "; BatchNorm frozen"))] if c.get("weights") else []),
+        ("recipe", c.recipe),
+        ("model", f"{r['model']} (depth {c.depth}, variant {architecture(c)['variant']}, "
+                  f"stem {c.stem}), {r['parameters']:,} parameters"),
+        ("architecture", built),
+        *([("weights", f"{c.weights}" + (
+            f"; head only for {c.freeze_epochs} epoch(s), then everything at lr "
+            f"{c.finetune_lr or c.lr / 10:g} per 256 images" if c.freeze_epochs
+            else "") + ("; BatchNorm trains" if c.train_batchnorm
+                        else "; BatchNorm frozen"))] if c.weights else []),
         ("data", f"{data}: {r['train_examples']} train / {r['val_examples']} val images, "
-                 f"{r['classes']} classes, {c['image_size']} px, preset {c['preset']}"),
+                 f"{r['classes']} classes, {c.image_size} px, preset {c.preset}"),
         ("augmentation", ", ".join(augment)),
         ("precision", f"{r['precision']} ({precision_reason})"),
         ("strategy", f"{r['strategy']}, {r['replicas']} replica(s)"),
         *([("cpu settings", r["cpu_settings"])] if r.get("cpu_settings") else []),
         ("batch", f"{r['global_batch']} global, {r['per_replica_batch']} per replica, "
                   f"{r['steps_per_epoch']} steps per epoch"),
-        ("learning rate", f"{r['learning_rate']:g} ({c['lr']:g} per 256 images x "
+        ("learning rate", f"{r['learning_rate']:g} ({c.lr:g} per 256 images x "
                           f"{r['global_batch']}/256), {schedule}, "
-                          f"{c['warmup_epochs']:g} warmup epoch(s)"),
-        ("optimizer", f"{c['optimizer']}" + (f" nesterov momentum {c['momentum']:g}"
-                                             if c["optimizer"] == "sgd" else "")
-         + (f", gradient norm clipped at {c['grad_clip']:g}" if c["grad_clip"] else "")
-         + (f", weight EMA {c['ema']:g} (BatchNorm statistics included)" if c["ema"] else "")),
-        ("weight decay", f"{c['wd']:g} ({decay}; not on BatchNorm parameters or biases)"),
-        ("loss", f"{'binary cross-entropy' if c['loss'] == 'bce' else 'softmax cross-entropy'}, "
-                 f"label smoothing {c['label_smoothing']:g}"),
-        ("epochs", f"{c['epochs']}"),
-        ("evaluation", TTA_DESCRIPTIONS[c["tta"]]),
-        ("seed", f"{c['seed']}{' (deterministic)' if c['deterministic'] else ''}; "
-                 f"split seed {c['split_seed']} (draws the hold-out without --val-dir)"),
+                          f"{c.warmup_epochs:g} warmup epoch(s)"),
+        ("optimizer", f"{c.optimizer}" + (f" nesterov momentum {c.momentum:g}"
+                                             if c.optimizer == "sgd" else "")
+         + (f", gradient norm clipped at {c.grad_clip:g}" if c.grad_clip else "")
+         + (f", weight EMA {c.ema:g} (BatchNorm statistics included)" if c.ema else "")),
+        ("weight decay", f"{c.wd:g} ({decay}; not on BatchNorm parameters or biases)"),
+        ("loss", f"{'binary cross-entropy' if c.loss == 'bce' else 'softmax cross-entropy'}, "
+                 f"label smoothing {c.label_smoothing:g}"),
+        ("epochs", f"{c.epochs}"),
+        ("evaluation", TTA_DESCRIPTIONS[c.tta]),
+        ("seed", f"{c.seed}{' (deterministic)' if c.deterministic else ''}; "
+                 f"split seed {c.split_seed} (draws the hold-out without --val-dir)"),
         ("run directory", path),
     ]
     print("Configuration:")

@@ -16,6 +16,7 @@ import sys
 
 import keras
 import numpy as np
+import pytest
 
 import resnet_tf  # noqa: F401  (registers the layers and the schedule)
 from resnet_tf.cli.evaluate import evaluate_main, predict_main
@@ -93,3 +94,57 @@ def test_todays_complete_run_is_reported_complete_by_the_same_command(tmp_path, 
     assert "is already complete (1 epochs); nothing to do" in capsys.readouterr().out
     assert {name: (run / name).read_bytes() for name in before} == before
     assert json.loads((run / "config.json").read_text())["status"] == "complete"
+
+
+# The main code before the resolved configuration (issue 28): its run folders must resume
+# and compare equal. A fresh clone has it; a shallow one skips.
+BEFORE_RESOLVED_CONFIG = "57849e7"
+
+
+def _old_code(tmp_path):
+    shallow = subprocess.run(["git", "-C", ROOT, "rev-parse", "--is-shallow-repository"],
+                             capture_output=True, text=True)
+    if shallow.returncode or shallow.stdout.strip() != "false":
+        pytest.skip("no full git history here")
+    code = tmp_path / "old_code"
+    code.mkdir()
+    archive = subprocess.run(["git", "-C", ROOT, "archive", BEFORE_RESOLVED_CONFIG, "resnet_tf"],
+                             capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(code)], input=archive, check=True)
+    return code
+
+
+def test_a_run_folder_of_the_code_before_resolved_configs_resumes_and_compares_equal(
+        tmp_path, image_folder_factory):
+    from resnet_tf.training import RunOptions, TrainConfig, train, trainer
+
+    code = _old_code(tmp_path)
+    data = image_folder_factory(per_class=8, size=8)
+    out = tmp_path / "run"
+    settings = dict(depth=20, data_dir=data, val_split=0.25, epochs=2, batch_size=4,
+                    precision="float32", seed=1)
+    script = ("import resnet_tf\n"
+              "print(resnet_tf.__file__, flush=True)\n"
+              "from resnet_tf.training import RunOptions, TrainConfig, train\n"
+              f"train(TrainConfig(**{settings!r}), RunOptions(out={str(out)!r}, export=False, "
+              "verbose=0))\n")
+    env = dict(os.environ, PYTHONPATH=str(code), TF_CPP_MIN_LOG_LEVEL="3",
+               RESNET_TF_KILL_AT="start of epoch 2")
+    killed = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path)  # not this checkout's code
+    assert killed.returncode == -9, killed.stderr[-3000:]  # epoch 1 of 2 done
+    assert killed.stdout.startswith(str(code))  # the old code made the run
+    written = json.loads((out / "config.json").read_text())["config"]
+
+    config, options = TrainConfig(**settings), RunOptions(out=str(out), export=False, verbose=0)
+    run, resolved = trainer.resolve_run(config, options)
+    assert run.path == str(out) and resolved.to_dict() == written  # every key and value
+
+    result = train(config, options)
+    assert result["epochs"] == 2
+    rows = (out / "history.csv").read_text().splitlines()[1:]
+    assert [row.split(",")[0] for row in rows] == ["1", "2"]
+    finished = json.loads((out / "config.json").read_text())
+    assert finished["status"] == "complete" and finished["config"] == written
+    again = train(config, options)  # complete: compared equal, nothing trained
+    assert again == result
