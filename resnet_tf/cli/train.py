@@ -60,6 +60,9 @@ def train_parser(prog=None):
     for field in FIELDS:
         if field.flag:
             _add_flag(groups[field.group], field)
+    groups["data"].add_argument("--eval-size", dest="image_size", type=int, metavar="S",
+                                help="same as --image-size: the evaluation and export size "
+                                     "(torchvision's --val-crop-size)")
     return parser
 
 
@@ -72,6 +75,9 @@ def _add_flag(group, field):
     if field.type is bool:
         group.add_argument(field.option, action="store_true", default=field.default,
                            help=helptext)
+        if field.no_flag is not None:
+            group.add_argument(f"--no-{field.option[2:]}", dest=field.name, action="store_false",
+                               help=f"turn {field.option} off")
         return
     kind = _epoch_list if field.type is tuple else field.type
     group.add_argument(field.option, type=kind, default=field.default, metavar=field.metavar,

@@ -114,6 +114,8 @@ def resolve_config(config, facts, image_size=None):
         ema=config.ema or 0.0 if config.freeze_epochs else picked["ema"],
         warmup_epochs=warmup,
         milestones=tuple(sorted(int(m) for m in milestones)),
+        # On unless turned off: a run without validation images has nothing to fit it on.
+        calibrate=config.calibrate is not False,
     )
     return ResolvedConfig(**resolved)
 

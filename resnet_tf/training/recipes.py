@@ -16,7 +16,7 @@ from resnet_tf.training.fields import RECIPE, Field, dataclass_of
 OPTIMIZERS = ("sgd", "adamw", "adam", "lamb")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 LOSSES = ("softmax", "bce")
-AUGMENTS = ("none", "basic", "randaugment", "augmix")
+AUGMENTS = ("none", "basic", "randaugment", "augmix", "trivialaugment")
 DEFAULT_VAL_SPLIT = 0.1
 # Above this, one decoded batch no longer fits in memory on the machines this runs on.
 MAX_IMAGE_SIZE = 4096
@@ -30,12 +30,13 @@ MAX_WARMUP_SHARE = 0.25
 def _recipe(description, *, depth, epochs, optimizer, lr_wd, warmup_epochs, label_smoothing,
             milestones=(0.5, 0.75), augment="basic", mixup=0.0, cutmix=0.0, random_erasing=0.0,
             ema=0.0, loss="softmax", grad_clip=None, stem=None, preset=None, tta="none",
-            crop_padding=CIFAR_PAD):
+            crop_padding=CIFAR_PAD, train_size=None):
     return dict(description=description, depth=depth, epochs=epochs, optimizer=optimizer,
                 lr_wd=lr_wd, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
                 milestones=milestones, augment=augment, mixup=mixup, cutmix=cutmix,
                 random_erasing=random_erasing, ema=ema, loss=loss, grad_clip=grad_clip,
-                stem=stem, preset=preset, tta=tta, crop_padding=crop_padding)
+                stem=stem, preset=preset, tta=tta, crop_padding=crop_padding,
+                train_size=train_size)
 
 
 # Named, reproducible recipes. Learning rates are per 256 images (scaled by
@@ -47,10 +48,10 @@ _LR_WD_CIFAR = {"sgd": (0.4, 5e-4), "adamw": (2e-3, 0.05), "adam": (1e-3, 0.0), 
 RECIPES = {
     "cifar": _recipe(
         "He et al. 2016 on a 40-epoch cosine schedule; lr 0.4 per 256 and label smoothing "
-        "0.1 won a 9-variant ResNet-20 sweep (benchmarks/results/CIFAR_RECIPES.md); weight "
+        "0.1 won a 9-variant ResNet-20 sweep (benchmarks/results/cifar_recipes.json); weight "
         "EMA 0.999 (BatchNorm statistics included) and flip TTA added 0.5 and 1.0 points "
         "at 40 epochs, 1-pixel shifts on top of the flip 0.4 more, 2-pixel instead of "
-        "4-pixel crop padding 0.4 more (README, Results)",
+        "4-pixel crop padding 0.4 more (docs/accuracy.md)",
         depth=20, epochs=40, optimizer="sgd", lr_wd=_LR_WD_CIFAR, warmup_epochs=1,
         label_smoothing=0.1, ema=0.999, tta="flip-shift", crop_padding=2, preset="cifar"),
     "cifar-long": _recipe(
@@ -71,22 +72,22 @@ RECIPES = {
         "torchvision's recipe behind ResNet-50 IMAGENET1K_V2 (80.86 %): 600 epochs, SGD lr "
         "0.5 at batch 1024, wd 2e-5, 5 warmup epochs, label smoothing 0.1, MixUp 0.2, "
         "CutMix 1.0, random erasing 0.1, EMA (every 32 steps, 0.99998 adjusted: 0.99997 per "
-        "step here); TrivialAugmentWide -> RandAugment (Keras has no TrivialAugment); "
-        "its 176 px train / 224 px test sizes and repeated augmentation are not reproduced",
+        "step here), TrivialAugmentWide, 176 px training crops and 224 px evaluation; its "
+        "repeated augmentation is not reproduced",
         depth=50, epochs=600, optimizer="sgd",
         lr_wd={"sgd": (0.125, 2e-5), "adamw": (1e-3, 0.05), "adam": (1e-3, 0.0),
                "lamb": (1e-3, 0.02)},
-        warmup_epochs=5, label_smoothing=0.1, augment="randaugment", mixup=0.2, cutmix=1.0,
-        random_erasing=0.1, ema=0.99997, preset="imagenet"),
+        warmup_epochs=5, label_smoothing=0.1, augment="trivialaugment", mixup=0.2, cutmix=1.0,
+        random_erasing=0.1, ema=0.99997, preset="imagenet", train_size=176),
     "rsb-a3": _recipe(
         "timm's ResNet strikes back A3 (Wightman et al. 2021): 100 epochs, LAMB lr 8e-3 at "
         "batch 2048, wd 0.02, 5 warmup epochs, BCE loss, RandAugment m6, MixUp 0.1, CutMix "
-        "1.0, no label smoothing; its 160 px train / 224 px test sizes are not reproduced",
+        "1.0, no label smoothing, 160 px training crops and 224 px evaluation",
         depth=50, epochs=100, optimizer="lamb",
         lr_wd={"sgd": (0.1, 1e-4), "adamw": (1e-3, 0.05), "adam": (1e-3, 0.0),
                "lamb": (1e-3, 0.02)},
         warmup_epochs=5, label_smoothing=0.0, augment="randaugment", mixup=0.1, cutmix=1.0,
-        loss="bce", preset="imagenet"),
+        loss="bce", preset="imagenet", train_size=160),
 }
 
 
@@ -150,10 +151,16 @@ FIELDS = (
     Field("val_split", float, "fraction of the training images held out for validation "
           "when the data has no validation split", "data",
           default_text=f"{DEFAULT_VAL_SPLIT}; 0 for none", **_FRACTION),
-    Field("image_size", int, "input size", "data", default_text="the images' own", low=1,
-          high=MAX_IMAGE_SIZE, cap=True, hint="pixels"),
+    Field("image_size", int, "input size: of the validation images and the export, and of "
+          "the training crops unless --train-size (alias --eval-size)", "data",
+          default_text="the images' own", low=1, high=MAX_IMAGE_SIZE, cap=True, hint="pixels"),
+    Field("train_size", int, "size of the training crops when it differs from --image-size "
+          "(train/test resolution, FixRes; torchvision's --train-crop-size)", "data",
+          default_text=RECIPE + "; none: --image-size", low=1, high=MAX_IMAGE_SIZE, cap=True,
+          hint="pixels"),
     Field("augment", str, "augmentation policy: basic (random crop + flip), randaugment, "
-          "augmix (Keras' layers, after the basic crop and flip) or none", "data",
+          "augmix, trivialaugment (TrivialAugmentWide; each after the basic crop and flip) "
+          "or none", "data",
           default_text=RECIPE, choices=AUGMENTS, no_flag="none"),
     Field("mixup", float, "MixUp alpha, 0 for none", "data", default_text=RECIPE, low=0,
           high=100, cap=True),
@@ -168,6 +175,10 @@ FIELDS = (
     Field("epochs", int, "epochs", "optimization", default_text=RECIPE, **_COUNT),
     Field("batch_size", int, "global batch size, divided over the replicas", "optimization",
           default=128, low=1, high=2**20, cap=True),
+    Field("grad_accum", int, "micro-batches per optimizer update: the gradients of N batches "
+          "of --batch-size are averaged into one update, the learning rate scaled by the "
+          "effective batch (N x --batch-size)", "optimization", default=1, low=1, high=1024,
+          cap=True, metavar="N"),
     Field("optimizer", str, "SGD with Nesterov momentum, AdamW, Adam or LAMB", "optimization",
           default_text=RECIPE, choices=OPTIMIZERS),
     # Any rate that stays finite in float32 at the largest batch: one that diverges at
@@ -197,9 +208,15 @@ FIELDS = (
           "optimization", default_text="the recipe's 50%,75% (CIFAR) or 33%,67%,89% of "
           "--epochs", low=0, high=MAX_EPOCHS, cap=True),
     # run
-    Field("tta", str, "test-time augmentation of the final evaluation: flip (2 views) or "
-          "flip-shift (flip and 1-pixel diagonal shifts, 10 views); metrics.json also keeps "
-          "the single-view figures", "run", default_text=RECIPE, choices=TTA),
+    Field("tta", str, "test-time augmentation of the final evaluation and of the export "
+          "(what the run reports is what it serves): flip (2 views) or flip-shift (flip and "
+          "1-pixel diagonal shifts, 10 views); metrics.json also keeps the other "
+          "evaluations", "run", default_text=RECIPE, choices=TTA),
+    Field("calibrate", bool, "fit a temperature on the validation images after training "
+          "(calibration.json, reliability.png); metrics.json gives the calibration error "
+          "before and after, and the export and resnet-predict apply it; --no-calibrate "
+          "turns it off", "run", default_text="on when there are validation images",
+          no_flag=False),
     Field("precision", str, "auto: mixed_float16 on GPUs of compute capability 7.0+, "
           "mixed_bfloat16 on CPUs with AMX/AVX512-BF16, else float32", "run", default="auto",
           choices=PRECISIONS),
@@ -226,6 +243,9 @@ FIELDS = (
           default_text="export", options=True),
     Field("export_dir", str, "SavedModel base directory", "run",
           default_text="<out>/export/<model name>", options=True),
+    Field("data_service", str, "send the training pipeline to the tf.data service "
+          "dispatcher at HOST:PORT (python -m resnet_tf data-service)", "data",
+          default_text="none: this process", options=True, metavar="HOST:PORT"),
     Field("cpu_config", str, "auto: the measured choice for this CPU's kind; tf-defaults: "
           "TensorFlow's own", "CPU speed", default="auto", choices=CPU_CONFIGS, options=True),
     Field("onednn", str, "TensorFlow's oneDNN kernels (TF_ENABLE_ONEDNN_OPTS; the command "
@@ -279,6 +299,10 @@ def check_config(config, options=RunOptions()):
     if config.freeze_epochs and config.epochs and config.freeze_epochs >= config.epochs:
         raise ConfigError(f"--freeze-epochs ({config.freeze_epochs}) must be less than --epochs "
                           f"({config.epochs}): the backbone would never be fine-tuned.")
+    if options.data_service and config.deterministic:
+        raise ConfigError("--deterministic cannot be combined with --data-service: the "
+                          "service's workers finish in any order. Received: both; expected "
+                          "one of the two.")
     for flag, path in (("--data-dir", config.data_dir), ("--val-dir", config.val_dir)):
         if path is not None and not os.path.isdir(path):
             what = "is not a directory" if os.path.exists(path) else "does not exist"

@@ -18,12 +18,22 @@ import keras
 
 from resnet_tf.compat import kept_values, stored_config
 from resnet_tf.data import load_data
+from resnet_tf.data.service import distribute
 from resnet_tf.errors import ConfigError
 from resnet_tf.files import fault_point, write_json, write_text
-from resnet_tf.metrics import TTA_DESCRIPTIONS, evaluate_model
+from resnet_tf.metrics import (
+    CALIBRATION_BINS,
+    TTA,
+    TTA_DESCRIPTIONS,
+    calibration,
+    evaluate_model,
+    fit_temperature,
+    plot_reliability,
+    probabilities,
+)
 from resnet_tf.models.resnet import build_resnet
 from resnet_tf.models.saving import load_keras_file
-from resnet_tf.runs import RunDirectory, read_class_names
+from resnet_tf.runs import CALIBRATION, RunDirectory, read_class_names
 from resnet_tf.schedules import WarmupSchedule
 from resnet_tf.training.callbacks import (
     AtomicBackupAndRestore,
@@ -98,7 +108,7 @@ def train(config, options=RunOptions()):
     if not session.chief:
         return None
     fault_point("final evaluation")
-    metrics = _final_metrics(model, data, run.read_history(), monitor, resolved.tta)
+    metrics = _final_metrics(model, data, run.read_history(), monitor, resolved, run)
     write_json(run.file("metrics.json"), metrics)
     fault_point("before complete")
     _write_config(run, resolved, runtime, "complete")
@@ -157,7 +167,8 @@ def _load_data(resolved, options):
     """The train and validation pipelines at the resolved size, preset and augmentation."""
     return load_data(
         resolved.dataset, data_dir=resolved.data_dir, val_dir=resolved.val_dir,
-        val_split=resolved.val_split, image_size=resolved.image_size, preset=resolved.preset,
+        val_split=resolved.val_split, image_size=resolved.image_size,
+        train_size=resolved.train_size, preset=resolved.preset,
         batch_size=resolved.batch_size, seed=resolved.seed, split_seed=resolved.split_seed,
         deterministic=resolved.deterministic, tfds_dir=options.tfds_dir,
         manual_dir=options.manual_dir, augment=resolved.augment, mixup=resolved.mixup,
@@ -172,7 +183,10 @@ def _runtime(resolved, session, data, model):
     return dict(
         precision=session.precision, strategy=strategy_name(session.strategy),
         replicas=replicas, per_replica_batch=batch // replicas, global_batch=batch,
-        learning_rate=resolved.lr * batch / 256,  # --lr is per 256 images
+        # --lr is per 256 images of the effective batch (--grad-accum micro-batches).
+        learning_rate=resolved.lr * batch * resolved.grad_accum / 256,
+        effective_batch=batch * resolved.grad_accum,
+        data_service=session.options.data_service,
         steps_per_epoch=data.train_examples // batch,
         train_examples=data.train_examples, val_examples=data.val_examples,
         skipped_files=data.skipped_files, classes=len(data.class_names), model=model.name,
@@ -198,7 +212,10 @@ def _callbacks(resolved, run, session, monitor):
     # The divergence check comes first: a non-finite epoch is neither recorded nor backed up.
     # Validation, best.keras, metrics.json and the export use the average (before the
     # backup, which saves the state that the average's file must match).
-    ema = ModelEMA(resolved.ema, _backup_dir(run, session)) if resolved.ema else None
+    # The average is updated every batch; with --grad-accum N the weights change every N
+    # batches, and decay ** (1 / N) per batch averages as `ema` per update does.
+    ema = (ModelEMA(resolved.ema ** (1 / resolved.grad_accum), _backup_dir(run, session))
+           if resolved.ema else None)
     before = [StopOnNonFiniteLoss(), *([ema] if ema else [])]
     after = []
     if session.chief:
@@ -219,6 +236,8 @@ def _fit(model, resolved, data, run, session, callbacks, peak_lr):
     train_ds = data.train if getattr(data, "one_hot_labels", False) else _one_hot(data.train, classes)
     val_ds = None if data.val is None else _one_hot(data.val, classes)
     options = session.options
+    if options.data_service:  # the whole training pipeline runs on the service's workers
+        train_ds = distribute(train_ds, options.data_service, job_name=None)
     verbose = options.verbose if options.verbose is not None else (1 if sys.stdout.isatty() else 2)
     backup = _backup_dir(run, session)
     for phase in _phases(resolved, run, peak_lr, model):
@@ -235,7 +254,9 @@ def _build_model(resolved, data):
     """The network: new, or its backbone from --weights with a new classifier."""
     classes = len(data.class_names)
     bce = resolved.loss == "bce"
-    args = dict(input_shape=(data.image_size, data.image_size, 3), classes=classes,
+    # Training crops of another size than the evaluation's: the network takes any size.
+    side = data.image_size if data.train_size in (None, data.image_size) else None
+    args = dict(input_shape=(side, side, 3), classes=classes,
                 # BCE trains logits through a sigmoid; exports and evaluation add a softmax.
                 classifier_activation=None if bce else "softmax", **model_kwargs(resolved))
     weights = resolved.weights
@@ -307,7 +328,8 @@ def _compile(model, resolved, data, phase, options):
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=resolved.label_smoothing)
     model.compile(
         optimizer=build_optimizer(resolved.optimizer, schedule, resolved.wd, model,
-                                  resolved.momentum, grad_clip=resolved.grad_clip),
+                                  resolved.momentum, grad_clip=resolved.grad_clip,
+                                  grad_accum=resolved.grad_accum),
         loss=loss,
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy"),
                  keras.metrics.TopKCategoricalAccuracy(min(5, classes), name="top5")],
@@ -317,25 +339,63 @@ def _compile(model, resolved, data, phase, options):
     )
 
 
-def _final_metrics(model, data, history, monitor, tta="none"):
+def _final_metrics(model, data, history, monitor, resolved, run):
+    """metrics.json: the evaluation the export serves (the run's --tta) first, the others
+    beside it, and with --calibrate the temperature fitted on the validation images."""
     if data.val is not None:
-        metrics = evaluate_model(model, data.val, data.class_names, tta=tta)
-        if tta != "none":  # what the exported model (one view per request) gets
-            single = evaluate_model(model, data.val, data.class_names)
-            metrics["single_view"] = {"top1": single["top1"], "top5": single["top5"]}
-            print(f"Validation, single view: top-1 {single['top1']:.4f}, top-5 "
-                  f"{single['top5']:.4f}.", flush=True)
-        print(f"Validation{', ' + tta + ' TTA' if tta != 'none' else ''}: top-1 "
-              f"{metrics['top1']:.4f}, top-5 {metrics['top5']:.4f} "
-              f"on {metrics['examples']} images.", flush=True)
+        served, kept = resolved.tta, []
+        metrics = evaluate_model(model, data.val, data.class_names, tta=served,
+                                 on_batch=lambda images, labels, scores: kept.append((scores, labels)))
+        evaluations = {served: _summary(metrics)}
+        for other in TTA:  # each named beside the served one
+            if other != served:
+                evaluations[other] = _summary(evaluate_model(model, data.val, data.class_names,
+                                                             tta=other))
+        metrics.update(served={"tta": served, "description": TTA_DESCRIPTIONS[served]},
+                       evaluations={tta: evaluations[tta] for tta in TTA})
+        if served != "none":  # the key of runs before the export served TTA
+            metrics["single_view"] = {k: evaluations["none"][k] for k in ("top1", "top5")}
+        print(f"Validation, as the export serves it ({TTA_DESCRIPTIONS[served]}): top-1 "
+              f"{metrics['top1']:.4f}, top-5 {metrics['top5']:.4f} on {metrics['examples']} "
+              "images.", flush=True)
+        print("  also: " + "; ".join(f"{TTA_DESCRIPTIONS[t]} top-1 {evaluations[t]['top1']:.4f}"
+                                     for t in TTA if t != served) + ".", flush=True)
+        if resolved.calibrate:
+            metrics["calibration"] = _calibrate(kept, metrics, run)
     else:
         metrics = {"top1": None, "top5": None, "examples": 0,
-                   "note": "no validation data (--val-split 0 and no validation split)"}
+                   "note": "no validation data (--val-split 0 and no validation split); "
+                           "nothing to calibrate on"}
     if history:
         best = max(history, key=lambda r: r.get(monitor, -math.inf))
         metrics.update(epochs=int(history[-1]["epoch"]), best_epoch=int(best["epoch"]),
                        **{f"best_{monitor}": best.get(monitor)})
     return metrics
+
+
+def _summary(metrics):
+    return {"top1": metrics["top1"], "top5": metrics["top5"], "ece": metrics["ece"]}
+
+
+def _calibrate(kept, metrics, run):
+    """Fits the temperature on the validation scores (as served), writes calibration.json
+    and the reliability diagram after it, and returns what metrics.json says of it."""
+    import numpy as np
+
+    probs = np.concatenate([scores for scores, _ in kept])
+    labels = np.concatenate([np.asarray(labels) for _, labels in kept])
+    temperature = fit_temperature(probs, labels)
+    after = calibration(probabilities(probs, temperature), labels)
+    result = {"temperature": temperature, "ece_before": metrics["ece"], "ece_after": after["ece"],
+              "bins": CALIBRATION_BINS, "examples": int(len(labels)),
+              "note": "fitted and measured on the validation images (temperature scaling)"}
+    write_json(run.file(CALIBRATION), result)
+    plot_reliability(after, run.file("reliability.png"),
+                     title=f"after temperature {temperature:.3f}: ECE {after['ece']:.4f}")
+    print(f"Calibration: temperature {temperature:.3f}; expected calibration error "
+          f"{metrics['ece']:.4f} -> {after['ece']:.4f} ({CALIBRATION_BINS} bins); the export "
+          "applies it.", flush=True)
+    return result
 
 
 def _prepare_run(run, resolved, options):
@@ -437,15 +497,21 @@ def _print_config(c, r, precision_reason, path):
             else "") + ("; BatchNorm trains" if c.train_batchnorm
                         else "; BatchNorm frozen"))] if c.weights else []),
         ("data", f"{data}: {r['train_examples']} train / {r['val_examples']} val images, "
-                 f"{r['classes']} classes, {c.image_size} px, preset {c.preset}"),
+                 f"{r['classes']} classes, {c.image_size} px, preset {c.preset}"
+                 + (f", training crops {c.train_size} px" if c.train_size not in (None, c.image_size)
+                    else "")
+                 + (f"; training pipeline on the tf.data service at {r['data_service']}"
+                    if r.get("data_service") else "")),
         ("augmentation", ", ".join(augment)),
         ("precision", f"{r['precision']} ({precision_reason})"),
         ("strategy", f"{r['strategy']}, {r['replicas']} replica(s)"),
         *([("cpu settings", r["cpu_settings"])] if r.get("cpu_settings") else []),
         ("batch", f"{r['global_batch']} global, {r['per_replica_batch']} per replica, "
-                  f"{r['steps_per_epoch']} steps per epoch"),
+                  f"{r['steps_per_epoch']} steps per epoch"
+                  + (f"; {c.grad_accum} accumulated per update ({r['effective_batch']} images)"
+                     if c.grad_accum > 1 else "")),
         ("learning rate", f"{r['learning_rate']:g} ({c.lr:g} per 256 images x "
-                          f"{r['global_batch']}/256), {schedule}, "
+                          f"{r['effective_batch']}/256), {schedule}, "
                           f"{c.warmup_epochs:g} warmup epoch(s)"),
         ("optimizer", f"{c.optimizer}" + (f" nesterov momentum {c.momentum:g}"
                                              if c.optimizer == "sgd" else "")
@@ -455,7 +521,8 @@ def _print_config(c, r, precision_reason, path):
         ("loss", f"{'binary cross-entropy' if c.loss == 'bce' else 'softmax cross-entropy'}, "
                  f"label smoothing {c.label_smoothing:g}"),
         ("epochs", f"{c.epochs}"),
-        ("evaluation", TTA_DESCRIPTIONS[c.tta]),
+        ("evaluation", f"{TTA_DESCRIPTIONS[c.tta]}, also served by the export"
+                       + ("; then a calibration temperature" if c.calibrate else "")),
         ("seed", f"{c.seed}{' (deterministic)' if c.deterministic else ''}; "
                  f"split seed {c.split_seed} (draws the hold-out without --val-dir)"),
         ("run directory", path),
