@@ -43,13 +43,13 @@ CHANGED_DEFAULTS = {
                                  lambda stored: hold_out_seed(stored)),
     "crop_padding": ChangedDefault("2bd3973", "--crop-padding; the cifar preset padded 4",
                                    lambda stored: 4),
-    # Issue 31/29 (this merge): torchvision-v2 and rsb-a3 gained their published training
+    # 1090412: torchvision-v2 and rsb-a3 gained their published training
     # sizes and torchvision-v2 TrivialAugmentWide; runs calibrate after training.
-    "train_size": ChangedDefault("issue-31", "--train-size; recipes trained at --image-size",
+    "train_size": ChangedDefault("1090412", "--train-size; recipes trained at --image-size",
                                  lambda stored: None),
-    "augment": ChangedDefault("issue-31", "torchvision-v2 trained with RandAugment",
+    "augment": ChangedDefault("1090412", "torchvision-v2 trained with RandAugment",
                               lambda stored: stored.get("augment", "basic")),
-    "calibrate": ChangedDefault("issue-29", "--calibrate; runs did not calibrate",
+    "calibrate": ChangedDefault("1090412", "--calibrate; runs did not calibrate",
                                 lambda stored: False),
 }
 

@@ -62,7 +62,7 @@ def train_parser(prog=None):
             _add_flag(groups[field.group], field)
     groups["data"].add_argument("--eval-size", dest="image_size", type=int, metavar="S",
                                 help="same as --image-size: the evaluation and export size "
-                                     "(torchvision's --val-crop-size)")
+                                     "(torchvision's --val-crop-size) (default: the images' own)")
     return parser
 
 
@@ -77,7 +77,7 @@ def _add_flag(group, field):
                            help=helptext)
         if field.no_flag is not None:
             group.add_argument(f"--no-{field.option[2:]}", dest=field.name, action="store_false",
-                               help=f"turn {field.option} off")
+                               help=f"turn {field.option} off (default: {field.default_text})")
         return
     kind = _epoch_list if field.type is tuple else field.type
     group.add_argument(field.option, type=kind, default=field.default, metavar=field.metavar,

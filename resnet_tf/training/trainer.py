@@ -18,7 +18,7 @@ import keras
 
 from resnet_tf.compat import kept_values, stored_config
 from resnet_tf.data import load_data
-from resnet_tf.data.service import distribute
+from resnet_tf.data.service import distribute, service_target
 from resnet_tf.errors import ConfigError
 from resnet_tf.files import fault_point, write_json, write_text
 from resnet_tf.metrics import (
@@ -80,6 +80,8 @@ def train(config, options=RunOptions()):
     can fix; everything else is a bug.
     """
     check_config(config, options)
+    if options.data_service:
+        service_target(options.data_service)  # unreachable: one line within seconds, no files
     run, resolved = resolve_run(config, options)
     done = _prepare_run(run, resolved, options)
     if done is not None:

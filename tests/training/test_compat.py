@@ -28,6 +28,8 @@ def test_boolean_augment_of_runs_before_policies(tmp_path, stored, expected):
     ("ema", 0.0),  # efe9b3f: the cifar recipe's EMA 0.999
     ("tta", "none"),  # efe9b3f: the cifar recipe's flip TTA
     ("crop_padding", 4),  # 2bd3973: --crop-padding, 2 in the cifar recipe
+    ("train_size", None),  # 1090412: --train-size, 176/160 in torchvision-v2/rsb-a3
+    ("calibrate", False),  # 1090412: --calibrate, on by default
 ])
 def test_runs_before_a_recipe_change_keep_their_value(field, before):
     stored = compat.stored_config({"epochs": 40})  # made before the field existed
@@ -46,14 +48,23 @@ def test_runs_before_split_seed_keep_the_hold_out_their_seed_drew():
     assert compat.hold_out_seed({}) == 0
     assert compat.kept_values({"seed": 3}, compat.stored_config({"seed": 3}))["split_seed"] == 3
     assert compat.kept_values({"split_seed": 0}, compat.stored_config({"seed": 3})) == {
-        "ema": 0.0, "tta": "none", "crop_padding": 4}
+        "ema": 0.0, "tta": "none", "crop_padding": 4, "train_size": None, "augment": "basic",
+        "calibrate": False}
+
+
+def test_a_torchvision_v2_run_from_before_trivialaugment_keeps_randaugment():
+    """1090412: the torchvision-v2 recipe trained with RandAugment before."""
+    stored = compat.stored_config({"recipe": "torchvision-v2", "augment": "randaugment"})
+    assert compat.kept_values({}, stored)["augment"] == "randaugment"
+    assert "augment" not in compat.kept_values({"augment": "trivialaugment"}, stored)
 
 
 def test_every_rule_is_tested_and_names_its_commit():
     import os
     import subprocess
 
-    assert set(compat.CHANGED_DEFAULTS) == {"ema", "tta", "crop_padding", "split_seed"}
+    assert set(compat.CHANGED_DEFAULTS) == {"ema", "tta", "crop_padding", "split_seed",
+                                            "train_size", "augment", "calibrate"}
     assert set(compat.LEGACY_VALUES) == {"augment"}
     rules = [*compat.CHANGED_DEFAULTS.values(), *compat.LEGACY_VALUES.values()]
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -71,4 +82,5 @@ def test_stored_config_reads_a_json_round_trip():
     stored = json.loads(json.dumps({"augment": True, "seed": 2, "milestones": [1, 2]}))
     assert compat.stored_config(stored) == {"augment": "basic", "seed": 2, "milestones": [1, 2],
                                             "ema": 0.0, "tta": "none", "split_seed": 2,
-                                            "crop_padding": 4}
+                                            "crop_padding": 4, "train_size": None,
+                                            "calibrate": False}
