@@ -17,7 +17,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     Keras 3 normalises with several separate ops (cast, moments, a handful of
     elementwise ops). On the TensorFlow backend this layer calls the fused kernel
     (`FusedBatchNormV3`) instead: a profiled ResNet-50 mixed_bfloat16 step took 3.0 s
-    against keras.applications' 4.6 s on a 2-core CPU (benchmarks/results/RESULTS.md).
+    against keras.applications' 4.6 s on a 2-core CPU (benchmarks/results/speed_*.json).
     Everything else is the parent:
     same weights, same `momentum` semantics for the moving statistics (updated with
     the biased batch variance, as Keras does), same inference behaviour for frozen

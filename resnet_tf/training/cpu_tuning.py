@@ -8,7 +8,7 @@
 The choices are data (`CHOICES`), one row per machine kind (`MACHINE_KINDS`), each
 saying where its numbers come from. `benchmarks/cpu_configs.py` measures the settings
 side by side on the machine at hand and prints the row to put here
-(benchmarks/results/CPU_CONFIGS.md has the tables).
+(benchmarks/results/cpu_configs_*.json has the tables).
 
 Some settings are read once, when TensorFlow is imported (`TF_ENABLE_ONEDNN_OPTS`):
 setting them later has no effect. Importing any `resnet_tf` module imports Keras and so
@@ -54,7 +54,7 @@ CHOICES = {
         source="measured by benchmarks/cpu_configs.py on a 2-core AMD EPYC (Zen 4, AVX512-BF16, "
                "no AMX), on a loaded machine: TensorFlow's defaults; no setting beat them "
                "consistently on ResNet-20/18/50, and oneDNN off (0.4-0.7x float32, ~0.01x "
-               "mixed_bfloat16) and XLA (0.7x, 0.1x) are slower (benchmarks/results/CPU_CONFIGS.md)",
+               "mixed_bfloat16) and XLA (0.7x, 0.1x) are slower (benchmarks/results/cpu_configs_*.json)",
     ),
     "AVX-512": dict(
         _DEFAULTS,
@@ -65,7 +65,7 @@ CHOICES = {
         source="measured by benchmarks/cpu_configs.py on an AVX2-only CPU emulated on a 2-core "
                "AMD EPYC (Zen 4; ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2), quiet: "
                "TensorFlow's defaults; oneDNN off ran ResNet-20/ResNet-50 at 0.55x/0.49x, XLA at "
-               "0.72x/0.50x, intra-op 1 at 0.87x (benchmarks/results/CPU_CONFIGS.md). Issue 15's single probes on a "
+               "0.72x/0.50x, intra-op 1 at 0.87x (benchmarks/results/cpu_configs_*.json). Issue 15's single probes on a "
                "real AVX2 EPYC (oneDNN off +8-20 %) were not reproduced; rerun "
                "benchmarks/cpu_configs.py on such a machine",
     ),

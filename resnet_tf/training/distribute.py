@@ -32,7 +32,7 @@ def resolve_precision(precision="auto"):
     flags = _cpu_flags() & {"amx_bf16", "avx512_bf16"}
     if flags and os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1").strip().lower() in ("0", "false"):
         # TensorFlow's bfloat16 kernels without oneDNN: ResNet-20 ran ~85x slower
-        # (benchmarks/results/CPU_CONFIGS.md).
+        # (benchmarks/results/cpu_configs_*.json).
         return "float32", (f"auto: CPU with {' and '.join(sorted(flags))}, but oneDNN is off "
                            "and TensorFlow's bfloat16 is slow without it")
     if flags:
