@@ -1,5 +1,6 @@
-"""Issue 30: every numeric flag of resnet-export, resnet-evaluate, resnet-predict and
-resnet-explain has a range, upper bound included: an absurd value is one error line and
+"""Issue 30: every numeric flag of resnet-export, resnet-evaluate, resnet-predict,
+resnet-explain, prepare, data-service and list-weights has a range (train.py's: its field
+table, tests/training/test_recipes.py), upper bound included: an absurd value is one error line and
 exit status 2, before any work.
 
 The test walks each parser's options, so a numeric flag added later without a range
@@ -13,7 +14,7 @@ ABSURD = ["1e30", "9" * 20, "-1", "nan"]
 
 def _commands():
     """prog -> (main, parser, the arguments a call needs besides the flag)."""
-    from resnet_tf.cli import evaluate, explain, export
+    from resnet_tf.cli import data_service, evaluate, explain, export, prepare, weights
 
     return {
         "resnet-export": (export.main, export.export_parser, ["run"]),
@@ -21,6 +22,10 @@ def _commands():
                             ["model", "--data-dir", "images"]),
         "resnet-predict": (evaluate.predict_main, evaluate.predict_parser, ["model", "a.png"]),
         "resnet-explain": (explain.main, explain.explain_parser, ["model", "a.png", "--out", "x"]),
+        "python -m resnet_tf prepare": (prepare.main, prepare.prepare_parser, ["dir", "out"]),
+        "python -m resnet_tf data-service": (data_service.main,
+                                             data_service.data_service_parser, []),
+        "python -m resnet_tf list-weights": (weights.main, weights.list_weights_parser, []),
     }
 
 

@@ -3,6 +3,7 @@
 import argparse
 
 from resnet_tf.cli.common import fail, prog_name
+from resnet_tf.cli.numbers import int_in
 
 MAX_WORKERS = 1024
 
@@ -12,9 +13,9 @@ def data_service_parser(prog=None):
         prog=prog,
         description="Run a tf.data service dispatcher and workers that train.py --data-service "
                     "HOST:PORT sends its input pipeline to. Runs until stopped (Ctrl-C).")
-    parser.add_argument("--port", type=int, default=5050,
+    parser.add_argument("--port", type=int_in(1, 65535), default=5050,
                         help="dispatcher port (default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=1,
+    parser.add_argument("--workers", type=int_in(0, MAX_WORKERS), default=1,
                         help="worker servers to start in this process (default: %(default)s)")
     parser.add_argument("--dispatcher", metavar="HOST:PORT",
                         help="add the workers to a dispatcher running elsewhere instead of "
@@ -32,10 +33,7 @@ def main(argv=None):
     """Returns the exit status (130 when stopped with Ctrl-C)."""
     prog = prog_name("python -m resnet_tf data-service")
     args = data_service_parser(prog).parse_args(argv)
-    if not 0 < args.port < 65536:
-        return fail(prog, ValueError(f"--port is not a TCP port. Received: --port {args.port}; "
-                                     "expected 1 to 65535."))
-    if not 0 <= args.workers <= MAX_WORKERS or (args.workers == 0 and args.dispatcher):
+    if args.workers == 0 and args.dispatcher:
         return fail(prog, ValueError(f"--workers is out of range. Received: --workers "
                                      f"{args.workers}; expected 1 to {MAX_WORKERS} (0 only to "
                                      "run a dispatcher alone)."))

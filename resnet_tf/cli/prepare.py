@@ -3,6 +3,8 @@
 import argparse
 
 from resnet_tf.cli.common import fail, prog_name
+from resnet_tf.cli.numbers import int_in
+from resnet_tf.data.prepare import MAX_SHARDS
 
 
 def prepare_parser(prog=None):
@@ -14,7 +16,7 @@ def prepare_parser(prog=None):
                     "interruption continues where it stopped.")
     parser.add_argument("data_dir", metavar="DIR", help="image folder, one sub-folder per class")
     parser.add_argument("out", metavar="OUT", help="new folder for the shards and manifest.json")
-    parser.add_argument("--shards", type=int, default=8,
+    parser.add_argument("--shards", type=int_in(1, MAX_SHARDS), default=8,
                         help="number of shard files; aim for 100-200 MB each "
                              "(ImageNet's training set: 1024) (default: %(default)s)")
     return parser

@@ -5,6 +5,7 @@ import dataclasses
 import sys
 
 from resnet_tf.cli.common import fail, is_user_error, prog_name
+from resnet_tf.errors import WeightsDownloadError
 
 
 def _epoch_list(text):
@@ -112,6 +113,9 @@ def main(argv=None):
         if is_user_error(error):
             return fail(prog, error)
         raise
+    except WeightsDownloadError as error:  # the arguments were right; the machine is offline
+        fail(prog, error)
+        return 1
     except KeyboardInterrupt:
         print(f"\n{prog}: interrupted; rerun the same command to resume from the last "
               "finished epoch.", file=sys.stderr, flush=True)

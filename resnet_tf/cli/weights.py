@@ -7,6 +7,8 @@ import os
 import sys
 
 from resnet_tf.cli.common import fail, prog_name
+from resnet_tf.cli.numbers import int_in
+from resnet_tf.models.spec import DEPTHS
 
 FORMATS = ("text", "json")
 
@@ -16,7 +18,7 @@ def list_weights_parser(prog=None):
         prog=prog,
         description="List the registered pretrained weights (names for --weights and "
                     "build_resnet(weights=...)), one per line.")
-    parser.add_argument("--depth", type=int,
+    parser.add_argument("--depth", type=int_in(1, max(DEPTHS)),
                         help="only the weights of this ResNet depth (default: all)")
     parser.add_argument("--format", choices=FORMATS, default="text",
                         help="text: name, architecture, top-1 and evaluation transform per "
@@ -37,7 +39,6 @@ def _describe(entry):
 def main(argv=None):
     """`python -m resnet_tf list-weights [--depth N] [--format text|json]`; the exit status."""
     from resnet_tf.models.registry import list_weights
-    from resnet_tf.models.resnet import DEPTHS
 
     prog = prog_name("python -m resnet_tf list-weights")
     args = list_weights_parser(prog).parse_args(argv)

@@ -165,12 +165,13 @@ def load_data(
     train, val, class_names, native_size, skipped = splits
     image_size = image_size or native_size or _DEFAULT_IMAGE_SIZE
     preset = preset or default_preset(image_size)
+    if train_size and native_size and train_size > native_size:
+        # An upscaled --image-size is how pretrained weights meet small images; training
+        # crops larger than the images they are cut from only blur.
+        raise DataError(f"train_size is larger than the images. Received: train_size="
+                        f"{train_size} for images of {native_size}x{native_size}; expected at "
+                        f"most {native_size}.")
     train_size = train_size or image_size
-    for name, size in (("train_size", train_size), ("image_size", image_size)):
-        if native_size and size > native_size:
-            raise DataError(f"{name} is larger than the images. Received: {name}={size} for "
-                            f"images of {native_size}x{native_size}; expected at most "
-                            f"{native_size} (upscaled crops only blur).")
     train_count = train.count if train else 0
     if train_count < batch_size:
         raise DataError(

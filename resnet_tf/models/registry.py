@@ -394,10 +394,11 @@ def download_weights(name, **build):
             download does not match the published hash, or the cache is not writable.
     """
     entry = get_weights(name, **build)
+    cached = os.path.join(keras_home(), "models", entry.file_name)
+    if os.path.isfile(cached) and _intact(cached, entry):
+        return cached, entry  # a read-only cache that holds the file serves it
     folder = _cache_folder(entry)
     path = os.path.join(folder, entry.file_name)
-    if os.path.isfile(path) and _intact(path, entry):
-        return path, entry
     _remove(path)
     partial_name = f".{entry.file_name}.{os.getpid()}.part"
     partial = os.path.join(folder, partial_name)

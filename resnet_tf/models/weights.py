@@ -145,7 +145,13 @@ def _with_suffix(path, suffix):
 def _read_keras_archive(path):
     """{layer name: {weight name: array}} of the model saved in a `.keras` file."""
     with _with_suffix(path, ".keras") as readable:
-        saved = keras.saving.load_model(readable, compile=False)
+        try:
+            saved = keras.saving.load_model(readable, compile=False)
+        except Exception as problem:  # JSON, unsafe or unknown objects: all the user's file
+            first = (str(problem).strip().splitlines() or [type(problem).__name__])[0]
+            raise ValueError(f"weights file '{path}' cannot be loaded as a .keras model "
+                             f"({type(problem).__name__}: {first}); expected a file saved by "
+                             "model.save or train.py.") from None
     return {
         layer.name: {_short_name(w.name): keras.ops.convert_to_numpy(w) for w in layer.weights}
         for layer in saved.layers

@@ -45,12 +45,8 @@ def test_an_unreachable_dispatcher_fails_in_seconds_with_one_line():
         distribute(tf.data.Dataset.range(3), "nohost")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--port", "70000"], "Received: --port 70000; expected 1 to 65535."),
-    (["--workers", "99999999999999999999"], "Received: --workers 99999999999999999999"),
-    (["--workers", "0", "--dispatcher", "localhost:1"], "Received: --workers 0"),
-])
-def test_data_service_command_refuses_bad_numbers_in_one_line(argv, message, capsys):
-    assert cli_main(["data-service", *argv]) == 2
+def test_data_service_workers_need_a_dispatcher_to_join(capsys):
+    # Absurd ports and worker counts: tests/test_bad_numbers.py walks every numeric flag.
+    assert cli_main(["data-service", "--workers", "0", "--dispatcher", "localhost:1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0], err
+    assert len(err) == 1 and "Received: --workers 0" in err[0], err

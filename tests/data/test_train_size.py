@@ -27,5 +27,5 @@ def test_sizes_default_to_the_images_own(image_folder_factory):
 def test_a_training_size_larger_than_the_images_is_one_line(image_folder_factory):
     root = image_folder_factory(per_class=6, size=12)
     with pytest.raises(DataError, match=r"^train_size is larger than the images. Received: "
-                                        r"train_size=20 for images of 12x12; expected at most 12"):
+                                        r"train_size=20 for images of 12x12; expected at most 12\.$"):
         load_data(data_dir=root, val_split=0.25, batch_size=4, train_size=20)
