@@ -72,15 +72,22 @@ def make_images(folder, count, seed=0):
 
 
 def _tf_arm(dataset):
-    iterator = iter(dataset.repeat())
+    """A round: a fresh iterator (so no arm's prefetch buffer fills while another is timed),
+    3 batches to warm up, then `count` timed batches; images per second."""
+    def round_(count):
+        iterator = iter(dataset.repeat())
+        for _ in range(3):
+            next(iterator)
+        start, images = time.perf_counter(), 0
+        for _ in range(count):
+            images += int(next(iterator)[0].shape[0])
+        rate = images / (time.perf_counter() - start)
+        del iterator  # stops its background work before the next arm
+        return rate
+    return round_
 
-    def step():
-        images, _ = next(iterator)
-        return int(images.shape[0])
-    return step
 
-
-def arms(folder, shards, quick):
+def arms(folder, shards, quick):  # noqa: C901 - one arm per nested function
     import tensorflow as tf
 
     from resnet_tf.data import load_data
@@ -151,6 +158,22 @@ def arms(folder, shards, quick):
 
 
 def torchvision_arm(folder):
+    """Each timed call runs a fresh process (torch and TensorFlow crash side by side in one):
+    it starts the DataLoader's workers, warms up, and times `--batches` batches."""
+    import json
+    import subprocess
+
+    def round_(count):
+        result = subprocess.run(
+            [sys.executable, __file__, "--torch-round", folder, "--batches", str(count)],
+            capture_output=True, text=True, check=True)
+        return json.loads(result.stdout.strip().splitlines()[-1])["images_per_second"]
+    return round_
+
+
+def _torch_round(folder, batches):
+    import json
+
     import torch
     from torchvision import datasets, transforms
 
@@ -170,34 +193,39 @@ def torchvision_arm(folder):
             state["it"] = iter(loader)
             images, _ = next(state["it"])
         return int(images.shape[0])
-    return step
+
+    for _ in range(3):
+        step()
+    start, images = time.perf_counter(), 0
+    for _ in range(batches):
+        images += step()
+    print(json.dumps({"images_per_second": images / (time.perf_counter() - start)}))
 
 
-def measure(steps, batches, rounds):
-    """{arm: [images per second of each round]}, arms interleaved within each round."""
-    for step in steps.values():  # warm up: tracing, worker start-up, first files read
-        for _ in range(3):
-            step()
-    rates = {name: [] for name in steps}
+def measure(arms_, batches, rounds):
+    """{arm: [images per second of each round]}, the arms interleaved within each round."""
+    rounds_ = {name: make() for name, make in arms_.items()}
+    rates = {name: [] for name in rounds_}
     for _ in range(rounds):
-        for name, step in steps.items():
-            start, images = time.perf_counter(), 0
-            for _ in range(batches):
-                images += step()
-            rates[name].append(images / (time.perf_counter() - start))
+        for name, round_ in rounds_.items():
+            rates[name].append(round_(batches))
     return rates
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=640)
-    parser.add_argument("--batches", type=int, default=8, help="batches per timed round")
+    parser.add_argument("--batches", type=int, default=12, help="batches per timed round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--torch-round", metavar="FOLDER", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=os.path.join(results_json.RESULTS, "imagenet_input.json"))
     args = parser.parse_args(argv)
+    if args.torch_round:
+        _torch_round(args.torch_round, args.batches)
+        return
     if args.quick:
-        args.images, args.batches, args.rounds = 128, 2, 2
+        args.images, args.batches, args.rounds = 128, 3, 1
         args.out = os.path.join(tempfile.gettempdir(), "imagenet_input.json")
 
     from resnet_tf.data.prepare import prepare_records
