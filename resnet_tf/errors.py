@@ -46,7 +46,7 @@ def _shown(value):
     return repr(value) if isinstance(value, str) else str(value)
 
 
-def _is(value, allowed):
+def is_same(value, allowed):
     """`value == allowed` with the same kind: 50.0, True or "50" is not the depth 50."""
     if isinstance(allowed, bool) or isinstance(value, bool):
         return value is allowed
@@ -57,7 +57,7 @@ def _is(value, allowed):
 
 def check_choice(argument, value, allowed, error=ValueError):
     """Raises `error` in the library's style when `value` is not one of `allowed`."""
-    if not any(_is(value, a) for a in allowed):
+    if not any(is_same(value, a) for a in allowed):
         raise error(
             f"Unknown {argument}. Received: {argument}={_shown(value)}; "
             f"expected one of {', '.join(_shown(a) for a in allowed)}."

@@ -10,7 +10,7 @@ import dataclasses
 import math
 import numbers
 
-from resnet_tf.errors import ConfigError
+from resnet_tf.errors import ConfigError, is_same
 
 RECIPE = "recipe"  # `Field.default_text` of a value the recipe decides
 
@@ -79,7 +79,7 @@ class Field:
         """Raises `ConfigError` unless `value` (not None) is of this field's type, one
         of its choices and within its range."""
         if self.choices is not None:
-            if not any(_same(value, c) for c in self.choices):
+            if not any(is_same(value, c) for c in self.choices):
                 raise ConfigError(
                     f"{self.option} must be one of {', '.join(map(str, self.choices))}. "
                     f"Received: {self.option} {value!r}; expected one of them.")
@@ -120,15 +120,6 @@ class Field:
                       else None]
             text = " ".join([text, " and ".join(b for b in bounds if b)]).strip()
         return f"{text} ({self.hint})" if self.hint else text
-
-
-def _same(value, choice):
-    """`value == choice` of the same kind: 50.0, True or "50" is not the depth 50."""
-    if isinstance(value, bool) or isinstance(choice, bool):
-        return value is choice
-    if isinstance(choice, int):
-        return isinstance(value, numbers.Integral) and value == choice
-    return type(value) is type(choice) and value == choice
 
 
 def dataclass_of(name, fields, doc, module):
