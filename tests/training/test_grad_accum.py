@@ -8,6 +8,16 @@ from resnet_tf import build_resnet, freeze_batchnorm
 from resnet_tf.training.optimizers import build_optimizer
 
 
+@pytest.fixture(autouse=True)
+def float32():
+    # Another test in this process may have left a mixed-precision policy behind (the
+    # trainer sets it): bfloat16 rounding would swamp the comparison.
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy(policy)
+
+
 def _model():
     keras.utils.set_random_seed(0)
     model = build_resnet(20, input_shape=(8, 8, 3), classes=3)

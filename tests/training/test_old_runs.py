@@ -138,13 +138,19 @@ def test_a_run_folder_of_the_code_before_resolved_configs_resumes_and_compares_e
 
     config, options = TrainConfig(**settings), RunOptions(out=str(out), export=False, verbose=0)
     run, resolved = trainer.resolve_run(config, options)
-    assert run.path == str(out) and resolved.to_dict() == written  # every key and value
+    now = resolved.to_dict()
+    assert run.path == str(out) and {k: now[k] for k in written} == written  # every key and value
+    # Fields added since take the values the old run had (resnet_tf.compat).
+    assert {k: v for k, v in now.items() if k not in written} == {
+        "train_size": None, "grad_accum": 1, "calibrate": False}
 
     result = train(config, options)
     assert result["epochs"] == 2
     rows = (out / "history.csv").read_text().splitlines()[1:]
     assert [row.split(",")[0] for row in rows] == ["1", "2"]
     finished = json.loads((out / "config.json").read_text())
-    assert finished["status"] == "complete" and finished["config"] == written
+    assert finished["status"] == "complete"
+    assert {k: finished["config"][k] for k in written} == written
+    assert not (out / "calibration.json").exists()  # the old run did not calibrate
     again = train(config, options)  # complete: compared equal, nothing trained
     assert again == result

@@ -42,7 +42,7 @@ def test_toolbox_flags_reach_model_optimizer_and_run_folder(images, tmp_path):
     # With TTA, metrics.json also has the single-view numbers (what a served model gets).
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["single_view"]) == {"top1", "top5"} and 0 <= metrics["top1"] <= 1
-    assert "Validation, single view: top-1" in result.stdout
+    assert "also: single view top-1" in result.stdout
 
 
 def test_resume_restores_ema_and_optimizer_state(image_folder_factory, tmp_path):
