@@ -9,7 +9,6 @@ test_torch_weights.py).
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from torch_reference import reference_env
 
 from resnet_tf import build_resnet, feature_extractor
 from resnet_tf.models.blocks import bottleneck_block, residual_block
@@ -31,6 +31,7 @@ _REFERENCE = textwrap.dedent(
     import json, sys
     import numpy as np
     import timm, torch, torchvision
+    from torch_reference import randomise_batchnorm
 
     torch.set_num_threads(1)
     jobs = json.loads(sys.argv[1])
@@ -43,15 +44,7 @@ _REFERENCE = textwrap.dedent(
         else:
             net = timm.create_model(job["architecture"], pretrained=False,
                                     output_stride=job["output_stride"])
-        generator = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for module in net.modules():
-                if isinstance(module, torch.nn.BatchNorm2d):
-                    n = module.num_features
-                    module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                    module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
-                    module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
-                    module.running_var.copy_(torch.rand(n, generator=generator) * 1.5 + 0.5)
+        randomise_batchnorm(net, 0)
         net.eval()
         torch.save(net.state_dict(), job["path"])
         outputs = {}
@@ -96,7 +89,7 @@ def references(tmp_path_factory):
     result = subprocess.run(
         [sys.executable, "-c", _REFERENCE,
          json.dumps({"images": str(folder / "images.npy"), "jobs": jobs})],
-        capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True, text=True, env=reference_env(),
     )
     if result.returncode != 0:
         pytest.fail(f"the torch reference process failed: {result.stderr[-3000:]}")

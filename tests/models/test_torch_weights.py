@@ -28,6 +28,8 @@ if importlib.util.find_spec("torchvision") is None or importlib.util.find_spec("
     pytest.skip("torchvision and timm (the test extra) are not installed",
                 allow_module_level=True)
 
+from torch_reference import reference_env  # noqa: E402
+
 from resnet_tf import build_resnet  # noqa: E402
 from resnet_tf.models import torch_weights  # noqa: E402
 from resnet_tf.models.layers import PaddedMaxPooling2D  # noqa: E402
@@ -71,6 +73,7 @@ _REFERENCE_WORKER = textwrap.dedent(
     import json, sys
     import numpy as np
     import timm, torch, torchvision
+    from torch_reference import randomise_batchnorm
     from safetensors.torch import save_file
 
     torch.set_num_threads(2)
@@ -83,15 +86,7 @@ _REFERENCE_WORKER = textwrap.dedent(
             net = timm.create_model(job["architecture"], pretrained=False)
         if job["classes"] != 1000:  # a fine-tuned network
             net.fc = torch.nn.Linear(net.fc.in_features, job["classes"])
-        generator = torch.Generator().manual_seed(job["seed"])
-        with torch.no_grad():
-            for module in net.modules():
-                if isinstance(module, torch.nn.BatchNorm2d):
-                    n = module.num_features
-                    module.weight.copy_(torch.rand(n, generator=generator) + 0.5)
-                    module.bias.copy_(torch.randn(n, generator=generator) * 0.1)
-                    module.running_mean.copy_(torch.randn(n, generator=generator) * 0.1)
-                    module.running_var.copy_(torch.rand(n, generator=generator) * 1.5 + 0.5)
+        randomise_batchnorm(net, job["seed"])
         net.eval()
         state = net.state_dict()
         if job["path"].endswith(".safetensors"):
@@ -123,7 +118,7 @@ def torch_reference(tmp_path_factory):
     worker = subprocess.Popen(
         [sys.executable, "-c", _REFERENCE_WORKER], stdin=subprocess.PIPE,
         stdout=subprocess.PIPE, stderr=log, text=True,
-        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        env=reference_env(),
     )
 
     def make(library, architecture, path, *, seed=0, classes=1000):
