@@ -51,6 +51,9 @@ CHANGED_DEFAULTS = {
                               lambda stored: stored.get("augment", "basic")),
     "calibrate": ChangedDefault("1090412", "--calibrate; runs did not calibrate",
                                 lambda stored: False),
+    # None: the preset's transform at the run's image size (`sources.saved_transform`).
+    "eval_transform": ChangedDefault("EVALTRANSFORM", "runs recorded their preset, not the "
+                                     "evaluation transform", lambda stored: None),
 }
 
 

@@ -98,7 +98,7 @@ def evaluate_main(argv=None):
 
 def _write_errors(errors, classifier, class_names, args):
     """errors.png: the most confidently wrong images (with their Grad-CAM on --explain)."""
-    images, true, pred, scores = errors.arrays(classifier.image_size, classifier.preset)
+    images, true, pred, scores = errors.arrays(classifier.transform)
     heatmaps = None
     if args.explain and len(images):
         from resnet_tf.data import normalize

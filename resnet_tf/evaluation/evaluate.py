@@ -13,6 +13,7 @@ Metrics come from `metrics.evaluate_model`, the function the trainer uses.
 """
 
 import dataclasses
+import json
 import os
 import re
 import warnings
@@ -40,6 +41,7 @@ from resnet_tf.export.savedmodel import (
     latest_version_dir,
 )
 from resnet_tf.metrics import evaluate_model
+from resnet_tf.models.transform import EvalTransform
 from resnet_tf.runs import default_class_names, hold_out_seed, settings_beside, temperature_beside
 
 
@@ -51,8 +53,7 @@ class Classifier:
         serve: callable taking a string tensor `[N]` of encoded images and returning the
             serving outputs (`probabilities`, `classes`, `scores`, `class_names`).
         class_names: list of str.
-        image_size: int.
-        preset: str.
+        transform: `EvalTransform`. How images are resized and cropped for the model.
         keras_model: the `keras.Model`, or None for a SavedModel.
         path: str. What was loaded.
         saved_model: the object `tf.saved_model.load` returned (its signatures only
@@ -61,11 +62,18 @@ class Classifier:
 
     serve: object
     class_names: list
-    image_size: int
-    preset: str
+    transform: EvalTransform
     keras_model: object
     path: str
     saved_model: object = None
+
+    @property
+    def image_size(self):
+        return self.transform.crop
+
+    @property
+    def preset(self):
+        return self.transform.preset
 
 
 def load_classifier(path, *, image_size=None, preset=None, classes_file=None, top_k=5):
@@ -76,13 +84,18 @@ def load_classifier(path, *, image_size=None, preset=None, classes_file=None, to
                               "folder or a SavedModel folder.")
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "best.keras")):
         return _load_saved_model(latest_version_dir(path))
-    model, class_names, image_size, preset, _ = load_checkpoint(
-        path, image_size=image_size, preset=preset, classes_file=classes_file)
+    checkpoint = load_checkpoint(path, image_size=image_size, preset=preset,
+                                 classes_file=classes_file)
+    return _keras_classifier(checkpoint.model, checkpoint.class_names, checkpoint.transform,
+                             path, top_k, temperature_beside(path))
+
+
+def _keras_classifier(model, class_names, transform, path, top_k, temperature=None):
     module = ServingModule(
-        inference_model(model), class_names=class_names, image_size=image_size,
-        preset=preset, top_k=min(top_k, len(class_names)),  # single view: --tta decides
-        temperature=temperature_beside(path))  # the run's calibration, as its export has
-    return Classifier(module.serve_bytes, class_names, image_size, preset, model, path)
+        inference_model(model), class_names=class_names, transform=transform,
+        top_k=min(top_k, len(class_names)),  # single view: --tta decides
+        temperature=temperature)  # the run's calibration, as its export has
+    return Classifier(module.serve_bytes, class_names, transform, model, path)
 
 
 def _load_saved_model(version_dir):
@@ -99,8 +112,10 @@ def _load_saved_model(version_dir):
                               "resnet-export.")
     try:
         class_names = [c.decode() for c in loaded.class_names.numpy()]
-        image_size = int(loaded.image_size.numpy())
-        preset = loaded.preset.numpy().decode()
+        transform = (EvalTransform.from_config(json.loads(loaded.transform.numpy().decode()))
+                     if hasattr(loaded, "transform") else  # exports of earlier versions
+                     EvalTransform.for_preset(loaded.preset.numpy().decode(),
+                                              int(loaded.image_size.numpy())))
     except AttributeError:
         raise EvaluationError(f"SavedModel '{version_dir}' was not written by resnet-export "
                               "(it has no class_names, image_size or preset).") from None
@@ -108,8 +123,7 @@ def _load_saved_model(version_dir):
     return Classifier(
         serve=lambda image_bytes: serve(**{BYTES_INPUT: image_bytes}),
         class_names=class_names,
-        image_size=image_size,
-        preset=preset,
+        transform=transform,
         keras_model=None,
         path=version_dir,
         saved_model=loaded,
@@ -141,15 +155,16 @@ class ConfidentErrors:
                               int(labels[i]), int(predicted[i]), scores[i]))
         self.kept = sorted(self.kept, key=lambda k: -k[0])[:self.count]
 
-    def arrays(self, image_size, preset):
+    def arrays(self, transform):
         """`(uint8 images as the model saw them, true, predicted, scores)`."""
         if not self.kept:
-            return np.zeros((0, image_size, image_size, 3), np.uint8), [], [], np.zeros((0, 1))
+            size = transform.crop
+            return np.zeros((0, size, size, 3), np.uint8), [], [], np.zeros((0, 1))
         images = []
         for _, image, *_ in self.kept:
             if image.dtype == object or image.ndim == 0:  # encoded bytes (a SavedModel's input)
                 image = preprocess_for_eval(decode_image(image.item() if image.ndim == 0
-                                                         else image), image_size, preset)
+                                                         else image), transform=transform)
             pixels = (np.asarray(image) * np.asarray(STD) + np.asarray(MEAN)) * 255.0
             images.append(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
         return (np.stack(images), [k[2] for k in self.kept], [k[3] for k in self.kept],
@@ -208,10 +223,10 @@ def evaluate(classifier, *, data_dir=None, dataset=None, split="test", tfds_dir=
                       f"{described}'s ({', '.join(class_names[:5])}, ...); comparing label indices.",
                       stacklevel=2)
 
-    size, preset = classifier.image_size, classifier.preset
+    transform = classifier.transform
     if classifier.keras_model is not None:
         def prepare(encoded, label):
-            return preprocess_for_eval(decode_image(encoded), size, preset), label
+            return preprocess_for_eval(decode_image(encoded), transform=transform), label
         model = classifier.keras_model
     else:
         def prepare(encoded, label):
@@ -242,8 +257,9 @@ def _evaluate_hold_out(classifier, tfds_dir, batch_size, tta, errors):
             f"hold-out. Received: '{classifier.path}' with none beside it; expected a "
             "train.py --out folder or a .keras file in one.")
     data = load_data(stored["dataset"], data_dir=stored["data_dir"], val_dir=stored["val_dir"],
-                     val_split=stored["val_split"], image_size=stored["image_size"],
-                     preset=stored["preset"], split_seed=hold_out_seed(stored),
+                     val_split=stored["val_split"], image_size=classifier.image_size,
+                     preset=stored["preset"], eval_transform=classifier.transform,
+                     split_seed=hold_out_seed(stored),
                      batch_size=1, augment=False, tfds_dir=tfds_dir)
     source = stored["val_dir"] or stored["data_dir"] or f"dataset '{stored['dataset']}'"
     if data.val is None:

@@ -39,6 +39,7 @@ from resnet_tf.models.normalization import CAFFE_MEAN_BGR
 from resnet_tf.models.normalization import MEAN as IMAGENET_MEAN
 from resnet_tf.models.normalization import STD as IMAGENET_STD
 from resnet_tf.models.spec import SPECS, STAGE_FILTERS, ResNetSpec
+from resnet_tf.models.transform import EvalTransform
 
 # keras.applications' published ResNet files (keras/src/applications/resnet.py,
 # BASE_WEIGHTS_PATH and WEIGHTS_HASHES): md5 of the include_top and the notop file.
@@ -52,27 +53,9 @@ _SAFETENSORS_MAX_HEADER = 100 * 2**20
 _NAME = re.compile(r"^(?P<source>[a-z]+):(?:(?P<architecture>[\w]+)\.)?(?P<tag>[\w.]+)$")
 
 
-@dataclasses.dataclass(frozen=True)
-class Preprocessing:
-    """How the published accuracy was measured: resize, centre-crop, normalise.
-
-    Attributes:
-        mode: str. "torch" (RGB scaled to [0, 1], then `(x - mean) / std`) or "caffe"
-            (BGR, 0-255, `mean` subtracted; keras.applications' `preprocess_input`).
-        mean: tuple of 3 floats. Per channel, in the order and scale of `mode`.
-        std: tuple of 3 floats, or None for "caffe".
-        resize: int or None. Shorter side before the crop; None where the source does
-            not document it.
-        crop: int. Side of the square centre crop the network sees.
-        interpolation: str or None. "bilinear" or "bicubic"; None where undocumented.
-    """
-
-    mode: str
-    mean: tuple
-    std: tuple | None
-    resize: int | None
-    crop: int
-    interpolation: str | None
+# How the published accuracy was measured: resize, centre crop, interpolation and
+# normalisation, the transform that travels with the weights (`transform.EvalTransform`).
+Preprocessing = EvalTransform
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,8 +180,9 @@ def _keras(depth, top1):
         source="keras",
         licence="MIT (keras-applications; Kaiming He's Caffe models)",
         top1=top1,
-        # Keras documents a single 224 centre crop, not the resize before it.
-        preprocessing=Preprocessing("caffe", CAFFE_MEAN_BGR, None, None, 224, None),
+        # Keras documents a single 224 centre crop, not the resize before it: the
+        # standard 256 (bilinear) of its era's ImageNet evaluations, as the "imagenet" preset.
+        preprocessing=Preprocessing("caffe", CAFFE_MEAN_BGR, None, 256, 224, "bilinear"),
     )
 
 
