@@ -42,7 +42,7 @@ def default_preset(image_size):
 def decode_image(data, max_pixels=MAX_IMAGE_PIXELS):
     """Decodes JPEG, PNG, BMP or GIF (first frame) bytes to a uint8 `[H, W, 3]` RGB image.
 
-    Grayscale and RGBA become RGB. Truncated or corrupt data, and an image whose header
+    Grayscale and RGBA become RGB; JPEG is decoded as PIL decodes it (accurate DCT). Truncated or corrupt data, and an image whose header
     declares more than `max_pixels` pixels (`headers.decoded_pixels`, every GIF frame
     counted), raise `tf.errors.InvalidArgumentError` before anything is decoded: TF's
     JPEG decoder rejects a file cut short (`try_recover_truncated` is off) rather than
@@ -57,7 +57,13 @@ def decode_image(data, max_pixels=MAX_IMAGE_PIXELS):
     else:
         checks = [tf.debugging.Assert(tf.less_equal(pixels, max_pixels), [message, pixels])]
     with tf.control_dependencies(checks):
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        # JPEG with the accurate integer DCT, libjpeg's and PIL's default: the same pixels
+        # as PIL (TF's own default, the fast DCT, is off by up to 8 grey levels), so a
+        # source's published transform gives the numbers it gives in PyTorch.
+        image = tf.cond(
+            is_jpeg(data),
+            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
     image.set_shape([None, None, 3])
     return image
 

@@ -31,9 +31,9 @@ from resnet_tf.data import (
 )
 from resnet_tf.data.records import is_records_folder, record_splits
 from resnet_tf.data.tfds import tfds_eval_split
-from resnet_tf.errors import EvaluationError
+from resnet_tf.errors import EvaluationError, WeightsDownloadError
 from resnet_tf.export.checkpoint import load_checkpoint
-from resnet_tf.export.inference import inference_model
+from resnet_tf.export.inference import inference_model, serving_transform
 from resnet_tf.export.savedmodel import (
     BYTES_INPUT,
     SERVING_SIGNATURE,
@@ -41,8 +41,18 @@ from resnet_tf.export.savedmodel import (
     latest_version_dir,
 )
 from resnet_tf.metrics import evaluate_model
-from resnet_tf.models.transform import EvalTransform
-from resnet_tf.runs import default_class_names, hold_out_seed, settings_beside, temperature_beside
+from resnet_tf.models import registry
+from resnet_tf.models.registry import imagenet_classes
+from resnet_tf.models.resnet import build_resnet
+from resnet_tf.models.sources import resolve_weights
+from resnet_tf.models.transform import EvalTransform, transform_of
+from resnet_tf.runs import (
+    default_class_names,
+    hold_out_seed,
+    read_class_names,
+    settings_beside,
+    temperature_beside,
+)
 
 
 @dataclasses.dataclass
@@ -58,6 +68,8 @@ class Classifier:
         path: str. What was loaded.
         saved_model: the object `tf.saved_model.load` returned (its signatures only
             work while it is alive), or None.
+        class_ids: list of str or None. What a data folder names the classes when that
+            is not `class_names`: the WordNet ids of the ImageNet classes.
     """
 
     serve: object
@@ -66,6 +78,7 @@ class Classifier:
     keras_model: object
     path: str
     saved_model: object = None
+    class_ids: list | None = None  # folder names of the classes where they differ (WordNet ids)
 
     @property
     def image_size(self):
@@ -77,11 +90,22 @@ class Classifier:
 
 
 def load_classifier(path, *, image_size=None, preset=None, classes_file=None, top_k=5):
-    """Load a `.keras` file, a run folder or a SavedModel (version or base folder)."""
+    """Load a `.keras` file, a run folder, a SavedModel (version or base folder), a
+    registered weights name or a weights file (torchvision / timm / keras.applications).
+
+    A registered name ("torchvision:resnet50.IMAGENET1K_V2") is built with its weights
+    (downloaded once into the Keras cache) and evaluated with its entry's transform and
+    the 1000 ImageNet classes (`registry.imagenet_classes`), so `--data-dir` can be an
+    ImageNet-layout folder (one folder per WordNet id, all 1000 or some of them).
+    """
     path = os.fspath(path)
+    if not os.path.exists(path) and registry.is_name(path) or (
+            os.path.isfile(path) and not path.endswith(".keras")):
+        return _load_weights(path, image_size, preset, classes_file, top_k)
     if not os.path.exists(path):
         raise EvaluationError(f"Model '{path}' does not exist; expected a .keras file, a run "
-                              "folder or a SavedModel folder.")
+                              "folder, a SavedModel folder, a weights file or a registered "
+                              "name (python -m resnet_tf list-weights).")
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "best.keras")):
         return _load_saved_model(latest_version_dir(path))
     checkpoint = load_checkpoint(path, image_size=image_size, preset=preset,
@@ -96,6 +120,37 @@ def _keras_classifier(model, class_names, transform, path, top_k, temperature=No
         top_k=min(top_k, len(class_names)),  # single view: --tta decides
         temperature=temperature)  # the run's calibration, as its export has
     return Classifier(module.serve_bytes, class_names, transform, model, path)
+
+
+def _load_weights(weights, image_size, preset, classes_file, top_k):
+    """A registered name or a weights file as a Keras `Classifier` of its architecture."""
+    try:
+        source = resolve_weights(weights, download=False)
+    except ValueError as error:
+        raise EvaluationError(str(error)) from None
+    if not source.architecture or "depth" not in source.architecture:
+        raise EvaluationError(
+            f"The architecture of '{weights}' cannot be read from the file. Received: a "
+            f"{source.format} weights file; expected a registered name, a torchvision or timm "
+            "checkpoint, or a .keras file (which knows its architecture).")
+    architecture = dict(source.architecture)
+    classes = architecture.pop("classes", 1000)
+    try:
+        model = build_resnet(**architecture, classes=classes, weights=resolve_weights(source),
+                             input_shape=(None, None, 3))
+    except WeightsDownloadError as error:  # offline: what to download, and where to put it
+        raise EvaluationError(str(error)) from None
+    ids, names = imagenet_classes()
+    if classes_file:
+        names = read_class_names(classes_file)
+        if names is None:
+            raise EvaluationError(f"Class names file '{classes_file}' does not exist.")
+    elif classes != 1000:
+        ids, names = None, default_class_names(classes)
+    transform = serving_transform(model, image_size=image_size or (
+        None if transform_of(model) else 224), preset=preset)
+    classifier = _keras_classifier(model, names, transform, str(weights), top_k)
+    return dataclasses.replace(classifier, class_ids=ids)
 
 
 def _load_saved_model(version_dir):
@@ -208,15 +263,23 @@ def evaluate(classifier, *, data_dir=None, dataset=None, split="test", tfds_dir=
         total = None
         described = f"TFDS '{dataset}' split '{split}'"
     classes = len(classifier.class_names)
-    if len(class_names) != classes:
+    known = classifier.class_ids or classifier.class_names
+    if len(class_names) < classes and set(class_names) <= set(known):
+        # Some of the model's classes (a subset of ImageNet's WordNet ids, say): each
+        # label becomes the model's index of its class.
+        pass
+    elif len(class_names) != classes:
         raise EvaluationError(
             f"The model has {classes} classes but {described} has {len(class_names)}; "
-            "expected the same classes.")
-    if class_names != classifier.class_names and sorted(class_names) == sorted(classifier.class_names):
-        # Same classes in another order (a folder lists them sorted): score against the
-        # model's indices.
-        to_model = tf.constant([classifier.class_names.index(n) for n in class_names], tf.int32)
+            "expected the same classes, or some of the model's (named as it names them: "
+            f"{', '.join(known[:3])}, ...).")
+    if class_names != known and set(class_names) <= set(known):
+        # The model's classes in another order (a folder lists them sorted), or some of
+        # them: score against the model's indices.
+        to_model = tf.constant([known.index(n) for n in class_names], tf.int32)
         source = source.map(lambda encoded, label: (encoded, tf.gather(to_model, label)))
+        class_names = classifier.class_names
+    elif class_names == known:
         class_names = classifier.class_names
     elif class_names != classifier.class_names and classifier.class_names != default_class_names(classes):
         warnings.warn(f"The model's classes ({', '.join(classifier.class_names[:5])}, ...) are not "
@@ -240,7 +303,7 @@ def evaluate(classifier, *, data_dir=None, dataset=None, split="test", tfds_dir=
                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
     result = evaluate_model(model, batches, class_names, tta=tta, on_batch=errors,
                             temperature=_temperature(classifier))
-    result.update(model=classifier.path, data=described,
+    result.update(model=classifier.path, data=described, transform=transform.get_config(),
                   skipped_files=0 if total is None else total - result["examples"])
     return result
 
@@ -285,6 +348,8 @@ def format_metrics(metrics, max_matrix_classes=20):
     width = max(9, *(len(n) for n in names))
     lines = [
         f"Model: {metrics['model']}",
+        *([f"Preprocessing: {EvalTransform.from_config(metrics['transform']).describe()}"]
+          if metrics.get("transform") else []),
         f"Data:  {metrics['data']} ({metrics['examples']} images"
         + (f", {metrics['skipped_files']} unreadable skipped)" if metrics["skipped_files"] else ")"),
         f"top-1 accuracy: {metrics['top1']:.4f}",

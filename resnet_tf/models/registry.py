@@ -264,6 +264,29 @@ _ENTRIES = (
 WEIGHTS = {entry.name: entry for entry in _ENTRIES}
 
 
+def imagenet_classes():
+    """The 1000 ImageNet-1k classes every registered entry predicts, in output order.
+
+    From imagenet_classes.tsv beside this module: the WordNet ids (the class folders of
+    ImageNet's layout, sorted, as timm's imagenet_synsets.txt lists them) and the names
+    torchvision's weights carry (`weights.meta["categories"]`).
+
+    Returns:
+        `(wordnet_ids, names)`, two lists of 1000 str.
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.tsv")
+    with open(path, encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    return [row[0] for row in rows], [row[1] for row in rows]
+
+
+def entry_of_file(path):
+    """The registered entry whose published file `path` is (by file name: torchvision's and
+    timm's release files carry a hash prefix in theirs), or None."""
+    name = os.path.basename(os.fspath(path))
+    return next((entry for entry in WEIGHTS.values() if entry.file_name == name), None)
+
+
 def list_weights(depth=None):
     """The registered `PretrainedWeights`, those for `depth` only if given."""
     return [entry for entry in WEIGHTS.values()

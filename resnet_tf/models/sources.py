@@ -173,7 +173,12 @@ def _file(weights, known, download):
             f"weights file '{path}' is neither a keras.applications HDF5 file nor "
             f"a Keras .weights.h5 or .keras file. Received: weights='{weights}'; {EXPECTED}."
         )
-    return WeightsSource(weights, "file", path, kind, architecture, preprocessing)
+    published = registry.entry_of_file(path)  # a registered file downloaded by hand
+    if published is None:
+        return WeightsSource(weights, "file", path, kind, architecture, preprocessing)
+    return WeightsSource(weights, "file", path, kind, architecture, published.preprocessing,
+                         image_size=published.preprocessing.crop,
+                         transform=published.preprocessing)
 
 
 def saved_architecture(path, config=None):
@@ -245,7 +250,9 @@ def resolve_preprocessing(preprocessing, source, spec=None):
             return None, None
         return source.preprocessing, source.transform
     if isinstance(preprocessing, str) and registry.is_name(preprocessing):
-        known = _known(spec)
+        # A full name is that entry's transform, for any architecture; a short one
+        # ("torchvision:IMAGENET1K_V2") is picked by the architecture being built.
+        known = {} if preprocessing in registry.WEIGHTS else _known(spec)
         entry = registry.get_weights(preprocessing, **{k: known[k] for k in _REGISTRY_BUILD
                                                        if k in known})
         preprocessing = entry.preprocessing
