@@ -176,6 +176,7 @@ def build_resnet(
     )
     inputs, x = _input(spec, input_tensor, input_shape)
     channels = x.shape[channel_axis()]
+    side = x.shape[1] if channel_axis() == -1 else x.shape[2]
     source = resolve_weights(weights, spec)
     auto = isinstance(preprocessing, str) and preprocessing == "auto"
     normalization, transform = resolve_preprocessing(preprocessing, source, spec)
@@ -193,7 +194,6 @@ def build_resnet(
             )
         x = adapter(x)
     x = _head(_stages(_stem(x, spec), spec), spec)
-    side = inputs.shape[1] if channel_axis() == -1 else inputs.shape[2]
     if transform is not None and side is not None:
         transform = transform.at_size(side)  # the crop the network takes, same fraction
     model = ResNet(inputs, x, spec=spec, transform=transform, name=name or spec.default_name)
