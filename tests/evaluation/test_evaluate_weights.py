@@ -5,8 +5,6 @@ model's own indices."""
 
 import importlib.util
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,6 +16,8 @@ from resnet_tf.models import registry
 if importlib.util.find_spec("torchvision") is None:
     pytest.skip("torchvision (the test extra) is not installed", allow_module_level=True)
 
+from torch_reference import save_torchvision_resnet18  # noqa: E402
+
 ENTRY = "torchvision:resnet18.IMAGENET1K_V1"
 # Two of ImageNet's WordNet ids (tench, goldfish) and one further down the list (tabby cat).
 FOLDERS = {"n01440764": 0, "n01443537": 1, "n02123045": 281}
@@ -27,11 +27,7 @@ FOLDERS = {"n01440764": 0, "n01443537": 1, "n02123045": 281}
 def published_file(tmp_path_factory):
     """A torchvision ResNet-18 with random weights, under the name torchvision publishes."""
     folder = tmp_path_factory.mktemp("weights")
-    path = folder / registry.WEIGHTS[ENTRY].file_name
-    code = ("import torch, torchvision, sys; torch.manual_seed(0); "
-            "torch.save(torchvision.models.resnet18().state_dict(), sys.argv[1])")
-    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=300)
-    return path
+    return save_torchvision_resnet18(folder / registry.WEIGHTS[ENTRY].file_name)
 
 
 @pytest.fixture(scope="module")

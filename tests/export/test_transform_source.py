@@ -32,7 +32,6 @@ import tensorflow as tf
 if importlib.util.find_spec("torchvision") is None or importlib.util.find_spec("timm") is None:
     pytest.skip("torchvision and timm (the test extra) are not installed", allow_module_level=True)
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from torch_reference import reference_env  # noqa: E402
 
 from resnet_tf import build_resnet  # noqa: E402
