@@ -35,7 +35,12 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from resnet_tf.data.headers import MAX_IMAGE_PIXELS, header_shape
-from resnet_tf.data.preprocessing import decode_image, normalize, preprocess_for_eval
+from resnet_tf.data.preprocessing import (
+    decode_image,
+    eval_transform,
+    normalize,
+    preprocess_for_eval,
+)
 from resnet_tf.errors import ExportError
 from resnet_tf.export.inference import (
     check_precision,
@@ -45,7 +50,6 @@ from resnet_tf.export.inference import (
 )
 from resnet_tf.files import current_umask, fault_point
 from resnet_tf.metrics import TTA, TTA_DESCRIPTIONS, tta_views, view_plan
-from resnet_tf.models.transform import EvalTransform
 from resnet_tf.runs import EXPORT_MARKER
 
 SERVING_SIGNATURE = "serving_default"
@@ -343,11 +347,12 @@ class ServingModule(tf.Module):
     no network variables.
     """
 
-    def __init__(self, model, *, class_names, transform, top_k,
-                 max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_IMAGE_PIXELS,
+    def __init__(self, model, *, class_names, top_k, transform=None, image_size=None,
+                 preset=None, max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_IMAGE_PIXELS,
                  tta="none", temperature=None):
         super().__init__(name="resnet_serving")
-        transform = EvalTransform.from_config(transform)
+        # `transform`, or as earlier versions took it, a preset at an image size.
+        transform = eval_transform(image_size, preset, transform)
         image_size = transform.crop
         network = frozen_network(model, image_size)
         self.class_names = tf.Variable(class_names, trainable=False, name="class_names")
