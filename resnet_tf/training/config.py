@@ -124,6 +124,12 @@ def resolve_config(config, facts, image_size=None):
         # On unless turned off: a run without validation images has nothing to fit it on.
         calibrate=config.calibrate is not False,
     )
+    if resolved["distill"] and not resolved["ema"]:
+        raise ConfigError(f"--distill learns from the weight average (--ema). Received: --distill "
+                          f"{resolved['distill']:g} with --ema 0; expected --ema 0.999, say.")
+    if resolved["distill"] and resolved["loss"] == "bce":
+        raise ConfigError(f"--distill averages the teacher's probabilities. Received: --distill "
+                          f"{resolved['distill']:g} with --loss bce; expected --loss ce.")
     return ResolvedConfig(**resolved)
 
 

@@ -47,6 +47,7 @@ from resnet_tf.training.callbacks import (
 )
 from resnet_tf.training.config import architecture, model_kwargs, resolve
 from resnet_tf.training.cpu_tuning import apply_threads, describe_cpu_config, run_cpu_config
+from resnet_tf.training.distill import install_distillation
 from resnet_tf.training.distribute import (
     is_chief,
     make_strategy,
@@ -106,6 +107,8 @@ def train(config, options=RunOptions()):
         write_text(run.file("classes.txt"), "\n".join(data.class_names) + "\n")
     monitor = "val_accuracy" if data.val is not None else "accuracy"
     ema, callbacks = _callbacks(resolved, run, session, monitor)
+    if resolved.distill:  # the average teaches the weights it averages
+        install_distillation(model, ema, resolved.distill)
     _fit(model, resolved, data, run, session, callbacks, runtime["learning_rate"])
     if ema:  # from here on the model is its EMA weights: final metrics and export
         ema.apply()
