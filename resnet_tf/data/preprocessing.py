@@ -29,9 +29,15 @@ def normalize(images):
             f"normalize expects RGB images with a last dimension of 3; "
             f"received shape {images.shape}."
         )
-    mean = tf.constant([255.0 * m for m in MEAN], tf.float32)
-    std = tf.constant([255.0 * s for s in STD], tf.float32)
+    mean, std = _channel_scale()
     return (tf.cast(images, tf.float32) - mean) / std
+
+
+def _channel_scale(repeat=1):
+    """`normalize`'s per-channel mean and std on the 0..255 scale, float32 `[3 * repeat]`."""
+    mean = tf.constant([255.0 * m for m in MEAN] * repeat, tf.float32)
+    std = tf.constant([255.0 * s for s in STD] * repeat, tf.float32)
+    return mean, std
 
 
 def default_preset(image_size):
@@ -167,10 +173,30 @@ def _random_resized_crop_box(shape, seed):
 
 
 def _finish_random_resized_crop(crop, image_size, flip_seed):
-    image = _resize(crop, image_size, image_size)
+    """The random-resized crop's uint8 window resized to `image_size`, flipped, normalized.
+
+    The resize is plain bilinear (`antialias=False`), as in the Model Garden's and
+    TensorFlow's reference ImageNet pipelines: on a ~500x375 photo it costs 0.27 ms where
+    the antialiased one costs 1.07 ms, the largest cost after decoding. torchvision's
+    `RandomResizedCrop` antialiases; without it a window shrunk by more than 2x skips
+    some pixels (mild aliasing, another augmentation). Evaluation keeps antialiasing.
+    """
+    image = tf.image.resize(crop, [image_size, image_size], antialias=False)
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     image.set_shape([image_size, image_size, 3])
-    return normalize(image)
+    return _normalize_rows(image)
+
+
+def _normalize_rows(images):
+    """`normalize` of float32 `[..., H, W, 3]` images with a static width, the same values.
+
+    The mean and std tiled along an image row: broadcasting a `[3]` vector over the last
+    axis is about 3x slower on the CPU (0.62 vs 0.21 ms per 224 px image).
+    """
+    width = images.shape[-2]
+    mean, std = _channel_scale(width)
+    rows = tf.reshape(images, [-1, width * 3])
+    return tf.reshape((rows - mean) / std, tf.shape(images))
 
 
 def pad_crop_flip(images, image_size, seed, crop_padding=CIFAR_PAD):
