@@ -98,3 +98,24 @@ def test_training_crops_are_on_the_evaluation_input_scale(fmt):
                       preprocess_for_train(decoded, SIZE, "imagenet", seed)):
             np.testing.assert_allclose(image.numpy().reshape(-1, 3),
                                        np.broadcast_to(expected, (SIZE * SIZE, 3)), atol=1e-5)
+
+
+def test_a_streamed_folder_of_jpegs_and_pngs_repeats_with_its_seed(tmp_path):
+    from resnet_tf.data import load_data
+
+    for i in range(8):  # JPEGs take the fused crop, PNGs the whole-image branch
+        fmt = "JPEG" if i % 4 else "PNG"
+        folder = tmp_path / f"class{i % 2}"
+        folder.mkdir(exist_ok=True)
+        (folder / f"{i}.{fmt.lower()}").write_bytes(_photo(90 + 7 * i, 120, seed=i, fmt=fmt))
+
+    def batches(seed):
+        data = load_data(data_dir=tmp_path, image_size=72, preset="imagenet", batch_size=4,
+                         cache=False, deterministic=True, seed=seed)
+        return [images.numpy() for images, _ in data.train]
+
+    first, second, other = batches(3), batches(3), batches(4)
+    assert len(first) == 2 and first[0].shape == (4, 72, 72, 3)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(np.concatenate(first), np.concatenate(other))
