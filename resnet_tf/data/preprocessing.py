@@ -99,7 +99,8 @@ def preprocess_for_train(image, image_size, preset, seed=None, crop_padding=CIFA
         preset: str. `"cifar"`: resize to `S` if needed, zero-pad `crop_padding` px (4),
             random `S x S` crop,
             random horizontal flip. `"imagenet"`: random-resized crop (8-100% of the area,
-            aspect ratio 3/4-4/3) resized to `S`, random horizontal flip.
+            aspect ratio 3/4-4/3) resized to `S` (bilinear, not antialiased), random
+            horizontal flip.
         seed: optional int tensor of shape `[2]`. The same seed gives the same
             augmentation; `None` draws one from TF's global generator.
     """
