@@ -317,7 +317,9 @@ def main(argv=None):
     shards = os.path.join(work, "shards")
     prepare_records(folder, shards, 8, log=lambda line: None)
     steps = arms(folder, shards, args.quick)
+    load_before = os.getloadavg()[0]
     rounds = measure(steps, args.batches, args.rounds)
+    load_after = os.getloadavg()[0]
     rates = {name: [rate for rate, _ in values] for name, values in rounds.items()}
     cores = os.cpu_count()
     median = {name: statistics.median(values) for name, values in rates.items()}
@@ -363,7 +365,10 @@ def main(argv=None):
         f"keep the antialiased resize.\n\n"
         f"First batch: seconds from a fresh iterator to its first batch, the cost of an epoch "
         f"start (median). The shards fill their shuffle buffer ({args.images} records here, "
-        f"10,000 for ImageNet) before decoding anything; a folder shuffles file names only.")
+        f"10,000 for ImageNet) before decoding anything; a folder shuffles file names only."
+        f"\n\nLoad average (1 min) before and after the arms: {load_before:.1f} and "
+        f"{load_after:.1f} on {cores} cores (the benchmark's own share is about {cores}; more "
+        f"means other work shared the cores and lowered every arm alike).")
     document = results_json.result(
         "Training input on ImageNet-sized JPEGs (imagenet preset, 224 px, batch 64)", "pipeline",
         results_json.command_line(),
