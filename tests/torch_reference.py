@@ -27,3 +27,16 @@ def reference_env():
     """The environment of a torch reference process: no GPU, this folder importable."""
     path = os.pathsep.join(p for p in (TESTS, os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": path}
+
+
+def save_torchvision_resnet18(path, seed=0):
+    """Writes a torchvision ResNet-18 with random weights to `path` (`torch.save` of its
+    state dict) from another process: torch and TensorFlow in one process can crash."""
+    import subprocess
+    import sys
+
+    code = ("import torch, torchvision, sys; torch.manual_seed(int(sys.argv[2])); "
+            "torch.save(torchvision.models.resnet18().state_dict(), sys.argv[1])")
+    subprocess.run([sys.executable, "-c", code, str(path), str(seed)], check=True, timeout=300,
+                   env=reference_env())
+    return path

@@ -32,12 +32,16 @@ _PREDICT = "resnet-predict"
 def evaluate_parser():
     parser = argparse.ArgumentParser(
         prog=_EVALUATE,
-        description="Evaluate a .keras model, a run folder or a SavedModel on an image folder "
-                    "or a TFDS split: top-1/top-5 accuracy, per-class precision and recall, "
+        description="Evaluate a .keras model, a run folder, a SavedModel, a registered weights "
+                    "name or a weights file on an image folder (an ImageNet-layout folder for "
+                    "ImageNet weights), shards or a TFDS split, with the model's own transform: "
+                    "top-1/top-5 accuracy, per-class precision and recall, "
                     "confusion matrix (printed, metrics.json, confusion_matrix.png) and the most "
                     "confidently wrong images (errors.png).",
     )
-    parser.add_argument("model", help=".keras file, run folder, or SavedModel (version or base folder)")
+    parser.add_argument("model", help=".keras file, run folder, SavedModel (version or base "
+                        "folder), registered weights name (python -m resnet_tf list-weights) or "
+                        "weights file (.pth, .safetensors, keras.applications .h5)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data-dir", help="folder with one sub-folder of images per class")
     source.add_argument("--dataset", help="TFDS dataset name, e.g. cifar10")
@@ -98,7 +102,7 @@ def evaluate_main(argv=None):
 
 def _write_errors(errors, classifier, class_names, args):
     """errors.png: the most confidently wrong images (with their Grad-CAM on --explain)."""
-    images, true, pred, scores = errors.arrays(classifier.image_size, classifier.preset)
+    images, true, pred, scores = errors.arrays(classifier.transform)
     heatmaps = None
     if args.explain and len(images):
         from resnet_tf.data import normalize
@@ -149,12 +153,16 @@ def predict_main(argv=None):
 
 
 def _model_options(parser):
-    keras_only = parser.add_argument_group("for .keras models (a SavedModel carries its own)")
+    keras_only = parser.add_argument_group(
+        "for Keras models and weights (a SavedModel carries its own)")
     keras_only.add_argument("--classes", help="class names file (default: classes.txt beside the model)")
     keras_only.add_argument("--image-size", type=int_in(1, MAX_IMAGE_SIZE),
-                            help="input size (default: config.json, else the model's)")
+                            help="input size: the model's transform at this size, its crop "
+                                 "fraction kept (default: the transform the model or its "
+                                 "weights carry, else config.json, else the model's size)")
     keras_only.add_argument("--preset", choices=PRESETS,
-                            help="evaluation preprocessing (default: config.json)")
+                            help="evaluate with this preset's transform instead of the "
+                                 "model's own")
 
 
 def _load(args, top_k=5):

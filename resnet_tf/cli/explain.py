@@ -91,8 +91,9 @@ def _prepare(args):
     if os.path.isfile(os.path.join(args.model, "saved_model.pb")):
         raise ExplainError(f"Received: model '{args.model}', a SavedModel; expected a .keras file "
                            "or a run folder, since Grad-CAM needs the Keras model's layers.")
-    model, class_names, image_size, preset, _ = load_checkpoint(
-        args.model, image_size=args.image_size, preset=args.preset, classes_file=args.classes)
+    checkpoint = load_checkpoint(args.model, image_size=args.image_size, preset=args.preset,
+                                 classes_file=args.classes)
+    model, class_names, image_size = checkpoint.model, checkpoint.class_names, checkpoint.image_size
     fixed = [d for d in model.input_shape[1:3] if d is not None]
     if any(d != image_size for d in fixed):
         raise ExplainError(f"Received: image size {image_size} (from --image-size or config.json); "
@@ -110,7 +111,8 @@ def _prepare(args):
     layer = feature_layer(model, args.layer)
     if args.features is not None:
         feature_layer(model, args.features)
-    inputs = np.stack([preprocess_for_eval(p, image_size, preset).numpy() for p in pictures])
+    inputs = np.stack([preprocess_for_eval(p, transform=checkpoint.transform).numpy()
+                       for p in pictures])
     probs = _probabilities(model, inputs)
     top = np.argsort(-probs, axis=1, kind="stable")[:, :min(args.top_k, len(class_names))]
     cams = grad_cam(model, inputs, class_index=list(top[:, 0]), layer=layer.name)

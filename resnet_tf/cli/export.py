@@ -66,8 +66,9 @@ def main(argv=None):
     try:
         if args.export_dir is not None:
             check_export_dir(args.export_dir)
-        model, class_names, image_size, preset, run_dir = load_checkpoint(
-            args.source, image_size=args.image_size, preset=args.preset, classes_file=args.classes)
+        checkpoint = load_checkpoint(args.source, image_size=args.image_size, preset=args.preset,
+                                     classes_file=args.classes)
+        model, class_names, run_dir = checkpoint.model, checkpoint.class_names, checkpoint.run_dir
         tta = args.tta or serving_tta(args.source)
         temperature = temperature_beside(args.source)
         export_dir = args.export_dir or os.path.join(
@@ -75,14 +76,16 @@ def main(argv=None):
         check_export_dir(export_dir)
         write_tflite = prepare_tflite_exports(
             args.tflite or [], source=args.source, model=model, export_dir=export_dir,
-            class_names=class_names, image_size=image_size, preset=preset,
+            class_names=class_names, transform=checkpoint.transform,
             data_dir=args.data_dir, fold_batchnorm=not args.no_fold_batchnorm)
         path = export_serving_model(
-            model, export_dir, class_names=class_names, image_size=image_size, preset=preset,
+            model, export_dir, class_names=class_names, transform=checkpoint.transform,
             version=args.version, top_k=args.top_k, fold_batchnorm=not args.no_fold_batchnorm,
             precision=args.precision, tta=tta, temperature=temperature,
         )
         print(path)
+        print(f"{_PROG}: images are preprocessed as {checkpoint.transform.describe()}.",
+              file=sys.stderr, flush=True)
         print(f"{_PROG}: serving_default and serving_pixels answer with {TTA_DESCRIPTIONS[tta]} "
               f"(--tta {tta})" + (f", probabilities calibrated by the run's temperature "
                                   f"{temperature:.3f}" if temperature else "") + ".",
@@ -105,8 +108,8 @@ def parse_quantizations(text):
     return names
 
 
-def prepare_tflite_exports(quantizations, *, source, model, export_dir, class_names, image_size,
-                       preset, data_dir=None, fold_batchnorm=True):
+def prepare_tflite_exports(quantizations, *, source, model, export_dir, class_names, transform,
+                           data_dir=None, fold_batchnorm=True):
     """Checks and calibration data for `resnet-export --tflite`, before anything is written.
 
     Raises `ExportError` (or `data.DataError`) when a file already exists or int8 has no
@@ -122,18 +125,18 @@ def prepare_tflite_exports(quantizations, *, source, model, export_dir, class_na
         refuse_existing(path, sidecar_path(path), hint="another --export-dir")
     calibration = None
     if "int8" in quantizations:
-        calibration = _cli_calibration(source, data_dir, image_size, preset)
+        calibration = _cli_calibration(source, data_dir, transform)
 
     def write():
         return [export_tflite(model, path, quantization=q, representative_images=calibration,
-                              class_names=class_names, image_size=image_size, preset=preset,
+                              class_names=class_names, transform=transform,
                               fold_batchnorm=fold_batchnorm)
                 for q, path in paths.items()]
 
     return write
 
 
-def _cli_calibration(source, data_dir, image_size, preset):
+def _cli_calibration(source, data_dir, transform):
     config = settings_beside(source)
     data_dir = data_dir or config.get("data_dir")
     dataset = config.get("dataset") or None
@@ -145,5 +148,5 @@ def _cli_calibration(source, data_dir, image_size, preset):
             f"with one sub-folder of images per class); for '{source}' {found}.")
     # Hold out the run's validation images, so they stay fit for measuring accuracy.
     val_split = None if config.get("val_dir") else config.get("val_split")
-    return calibration_images(data_dir, dataset=dataset, image_size=image_size, preset=preset,
+    return calibration_images(data_dir, dataset=dataset, transform=transform,
                               val_split=val_split, seed=hold_out_seed(config))

@@ -45,6 +45,7 @@ from resnet_tf.data.records import is_records_folder, read_manifest, record_spli
 from resnet_tf.data.synthetic import synthetic_data
 from resnet_tf.data.tfds import tfds_facts, tfds_splits
 from resnet_tf.errors import DataError
+from resnet_tf.models.transform import EvalTransform
 from resnet_tf.runs import default_class_names
 
 _DEFAULT_IMAGE_SIZE = 224
@@ -77,6 +78,7 @@ def load_data(
     cutmix=0.0,
     random_erasing=0.0,
     crop_padding=CIFAR_PAD,
+    eval_transform=None,
 ):
     """Builds the train and validation pipelines.
 
@@ -121,6 +123,9 @@ def load_data(
         synthetic_examples: int. Training examples per epoch of `"synthetic"`.
         synthetic_classes: int. Classes of `"synthetic"`.
         preset: optional str, `"cifar"` or `"imagenet"`; `None` uses `default_preset`.
+        eval_transform: optional `EvalTransform`: how validation images (and training
+            images without augmentation) are resized and cropped, e.g. pretrained
+            weights' own (`transform_of`); `None`: `preset`'s at `image_size`.
 
     Image folders need at least two classes. A file reachable by several paths (links)
     is used once; files of `data_dir` that are also in `val_dir` are used for validation
@@ -165,6 +170,8 @@ def load_data(
     train, val, class_names, native_size, skipped = splits
     image_size = image_size or native_size or _DEFAULT_IMAGE_SIZE
     preset = preset or default_preset(image_size)
+    if eval_transform is not None:  # at the size the model takes, its crop fraction kept
+        eval_transform = EvalTransform.from_config(eval_transform).at_size(image_size)
     if train_size and native_size and train_size > native_size:
         # An upscaled --image-size is how pretrained weights meet small images; training
         # crops larger than the images they are cut from only blur.
@@ -182,6 +189,7 @@ def load_data(
     build = dict(
         image_size=image_size,
         preset=preset,
+        transform=eval_transform,
         batch_size=batch_size,
         seed=seed,
         deterministic=deterministic,
@@ -240,7 +248,7 @@ def probe_data(dataset="cifar10", *, data_dir=None, val_dir=None, tfds_dir=None,
 
 def _pipeline(
     examples, *, training, augment, image_size, preset, batch_size, seed, deterministic, after=None,
-    crop_padding=CIFAR_PAD, train_size=None,
+    crop_padding=CIFAR_PAD, train_size=None, transform=None,
 ):
     # `after`: an optional `augment.BatchAugmenter`, run on every batch after the crop and
     # flip; it normalizes (issue 13).
@@ -288,7 +296,8 @@ def _pipeline(
 
             def prepare(*element):
                 image, label = to_image(*element)
-                return preprocess_for_eval(image, image_size, preset), label
+                return preprocess_for_eval(image, image_size, preset,
+                                           transform=transform), label
 
         ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
         if examples.may_fail:

@@ -13,12 +13,12 @@ import tensorflow as tf
 from resnet_tf.data.headers import MAX_IMAGE_PIXELS, decoded_pixels
 from resnet_tf.errors import DataError
 from resnet_tf.models.normalization import MEAN, STD  # the models' input scale: one home
+from resnet_tf.models.transform import EvalTransform
 
 PRESETS = ("cifar", "imagenet")
 
 # The "cifar" preset's zero padding before its random crop, in pixels (`crop_padding`).
 CIFAR_PAD = 4
-_CENTER_CROP_FRACTION = 0.875
 
 
 def normalize(images):
@@ -48,7 +48,7 @@ def default_preset(image_size):
 def decode_image(data, max_pixels=MAX_IMAGE_PIXELS):
     """Decodes JPEG, PNG, BMP or GIF (first frame) bytes to a uint8 `[H, W, 3]` RGB image.
 
-    Grayscale and RGBA become RGB. Truncated or corrupt data, and an image whose header
+    Grayscale and RGBA become RGB; JPEG is decoded as PIL decodes it (accurate DCT). Truncated or corrupt data, and an image whose header
     declares more than `max_pixels` pixels (`headers.decoded_pixels`, every GIF frame
     counted), raise `tf.errors.InvalidArgumentError` before anything is decoded: TF's
     JPEG decoder rejects a file cut short (`try_recover_truncated` is off) rather than
@@ -63,31 +63,67 @@ def decode_image(data, max_pixels=MAX_IMAGE_PIXELS):
     else:
         checks = [tf.debugging.Assert(tf.less_equal(pixels, max_pixels), [message, pixels])]
     with tf.control_dependencies(checks):
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        # JPEG with the accurate integer DCT, libjpeg's and PIL's default: the same pixels
+        # as PIL (TF's own default, the fast DCT, is off by up to 8 grey levels), so a
+        # source's published transform gives the numbers it gives in PyTorch.
+        image = tf.cond(
+            is_jpeg(data),
+            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+            lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
     image.set_shape([None, None, 3])
     return image
 
 
-def preprocess_for_eval(image, image_size, preset):
+def preprocess_for_eval(image, image_size=None, preset=None, *, transform=None):
     """Deterministic preprocessing of one uint8 `[H, W, 3]` image to normalized float32 `[S, S, 3]`.
 
     Args:
         image: uint8 tensor `[H, W, 3]`, any height and width.
-        image_size: int. Output height and width `S`.
+        image_size: int. Output height and width `S` of a preset's transform.
         preset: str. `"cifar"` resizes to `S` when the size differs; `"imagenet"` resizes
             the shorter side to `round(S / 0.875)` and takes the central `S x S` crop.
+        transform: an `EvalTransform` (or its config) instead of `image_size` and
+            `preset`: the resize, crop and interpolation a model or its weights carry
+            (`transform_of`). Its normalisation is applied by the model itself
+            (`WeightsNormalization`): every model takes the standard scale made here.
+
+    The geometry is torchvision's (`Resize(resize)` + `CenterCrop(crop)` on a PIL image):
+    the shorter side becomes `resize` and the longer `int(resize * long / short)`, the
+    antialiased resize is rounded to 0..255 as an 8-bit image is, and the crop's offset is
+    `round((side - crop) / 2)`.
     """
-    check_preset(preset)
+    transform = eval_transform(image_size, preset, transform)
+    size = transform.crop
     image = tf.convert_to_tensor(image)
-    if preset == "cifar":
-        image = _resize(image, image_size, image_size)
+    if transform.resize is None:
+        image = _resize(image, size, size, transform.interpolation)
     else:
-        image = _resize_shorter_side(image, round(image_size / _CENTER_CROP_FRACTION))
+        image = _resize_shorter_side(image, transform.resize, transform.interpolation)
         height, width = tf.shape(image)[0], tf.shape(image)[1]
-        top, left = (height - image_size) // 2, (width - image_size) // 2
-        image = image[top : top + image_size, left : left + image_size]
-    image.set_shape([image_size, image_size, 3])
+        top, left = _centre_offset(height, size), _centre_offset(width, size)
+        image = image[top : top + size, left : left + size]
+    image.set_shape([size, size, 3])
     return normalize(image)
+
+
+def eval_transform(image_size=None, preset=None, transform=None):
+    """The `EvalTransform` that `preprocess_for_eval`'s arguments name: `transform`, else
+    `preset` (`default_preset` when None) at `image_size`."""
+    if transform is not None:
+        return EvalTransform.from_config(transform)
+    if image_size is None:
+        raise DataError("preprocess_for_eval needs an image size or a transform. Received: "
+                        "image_size=None, transform=None; expected e.g. image_size=224.")
+    preset = preset or default_preset(image_size)
+    check_preset(preset)
+    return EvalTransform.for_preset(preset, image_size)
+
+
+def _centre_offset(side, crop):
+    """torchvision's `int(round((side - crop) / 2))`: halves round to the even integer."""
+    extra = side - crop
+    half = extra // 2
+    return half + (extra % 2) * (half % 2)
 
 
 def preprocess_for_train(image, image_size, preset, seed=None, crop_padding=CIFAR_PAD):
@@ -240,8 +276,8 @@ def resize_to(images, size):
     return resized
 
 
-def _resize(image, height, width):
-    """Bilinear resize of `[..., H, W, 3]` to float32, skipped when the size already matches."""
+def _resize(image, height, width, method="bilinear"):
+    """Antialiased resize of `[..., H, W, 3]` to float32, skipped when the size already matches."""
     if isinstance(height, int) and tuple(image.shape[-3:-1]) == (height, width):
         return tf.cast(image, tf.float32)
     shape = tf.shape(image)
@@ -249,15 +285,17 @@ def _resize(image, height, width):
     return tf.cond(
         same,
         lambda: tf.cast(image, tf.float32),
-        lambda: tf.image.resize(image, [height, width], antialias=True),
+        lambda: tf.image.resize(image, [height, width], method=method, antialias=True),
     )
 
 
-def _resize_shorter_side(image, size):
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    scale = size / tf.reduce_min(shape)
-    new_shape = tf.maximum(tf.cast(tf.round(shape * scale), tf.int32), size)
-    return _resize(image, new_shape[0], new_shape[1])
+def _resize_shorter_side(image, size, method="bilinear"):
+    """The shorter side resized to `size`, the longer to `int(size * long / short)` (as
+    torchvision's `Resize(size)`), rounded to whole 0..255 values like an 8-bit image."""
+    shape = tf.cast(tf.shape(image)[:2], tf.float64)
+    scaled = tf.cast(tf.floor(float(size) * shape / tf.reduce_min(shape)), tf.int32)
+    resized = _resize(image, tf.maximum(scaled[0], size), tf.maximum(scaled[1], size), method)
+    return tf.round(tf.clip_by_value(resized, 0.0, 255.0))
 
 
 def check_preset(preset):

@@ -6,7 +6,6 @@ import numpy as np
 import tensorflow as tf
 
 from resnet_tf.data.examples import IN_MEMORY_LIMIT_BYTES, Examples, val_mask
-from resnet_tf.data.preprocessing import decode_image
 from resnet_tf.errors import DataError
 from resnet_tf.files import socket_timeout
 
@@ -199,11 +198,13 @@ def _tfds_stream(tfds, builder, split, count):
         decoders={builder.info.supervised_keys[0]: tfds.decode.SkipDecoding()},
     )
 
-    def decode(data, label):
-        return decode_image(data), tf.cast(label, tf.int32)
+    def encoded(data, label):
+        # The records' bytes as stored (JPEG for imagenet2012): training decodes only the
+        # random crop's window of a JPEG, as for folders and shards.
+        return data, tf.cast(label, tf.int32)
 
     return Examples(
-        source, count, to_image=decode, shuffle_buffer=min(count, _STREAM_SHUFFLE_BUFFER)
+        source, count, to_encoded=encoded, shuffle_buffer=min(count, _STREAM_SHUFFLE_BUFFER)
     )
 
 
@@ -216,9 +217,12 @@ def tfds_eval_split(name, split, tfds_dir):
     _, label_key = builder.info.supervised_keys
     names = list(builder.info.features[label_key].names)
     try:
-        ds = builder.as_dataset(split=split, as_supervised=True)
+        # The records' own bytes (JPEG for imagenet2012, PNG for cifar10): decoded once, by
+        # the same decoder (accurate DCT) as image files and the SavedModel, so a Keras
+        # model and its export start from the same pixels.
+        ds = builder.as_dataset(split=split, as_supervised=True, decoders={
+            builder.info.supervised_keys[0]: tfds.decode.SkipDecoding()})
     except (KeyError, ValueError) as error:
         raise DataError(f"TFDS dataset '{name}' has no split '{split}' ({error}).") from error
-    # Lossless re-encoding: both kinds of model then start from the same bytes.
-    ds = ds.map(lambda image, label: (tf.io.encode_png(image), tf.cast(label, tf.int32)))
+    ds = ds.map(lambda encoded, label: (encoded, tf.cast(label, tf.int32)))
     return ds, names

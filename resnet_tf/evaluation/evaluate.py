@@ -13,6 +13,7 @@ Metrics come from `metrics.evaluate_model`, the function the trainer uses.
 """
 
 import dataclasses
+import json
 import os
 import re
 import warnings
@@ -30,9 +31,9 @@ from resnet_tf.data import (
 )
 from resnet_tf.data.records import is_records_folder, record_splits
 from resnet_tf.data.tfds import tfds_eval_split
-from resnet_tf.errors import EvaluationError
+from resnet_tf.errors import EvaluationError, WeightsDownloadError
 from resnet_tf.export.checkpoint import load_checkpoint
-from resnet_tf.export.inference import inference_model
+from resnet_tf.export.inference import inference_model, serving_transform
 from resnet_tf.export.savedmodel import (
     BYTES_INPUT,
     SERVING_SIGNATURE,
@@ -40,7 +41,18 @@ from resnet_tf.export.savedmodel import (
     latest_version_dir,
 )
 from resnet_tf.metrics import evaluate_model
-from resnet_tf.runs import default_class_names, hold_out_seed, settings_beside, temperature_beside
+from resnet_tf.models import registry
+from resnet_tf.models.registry import imagenet_classes
+from resnet_tf.models.resnet import build_resnet
+from resnet_tf.models.sources import resolve_weights
+from resnet_tf.models.transform import EvalTransform, transform_of
+from resnet_tf.runs import (
+    default_class_names,
+    hold_out_seed,
+    read_class_names,
+    settings_beside,
+    temperature_beside,
+)
 
 
 @dataclasses.dataclass
@@ -51,38 +63,94 @@ class Classifier:
         serve: callable taking a string tensor `[N]` of encoded images and returning the
             serving outputs (`probabilities`, `classes`, `scores`, `class_names`).
         class_names: list of str.
-        image_size: int.
-        preset: str.
+        transform: `EvalTransform`. How images are resized and cropped for the model.
         keras_model: the `keras.Model`, or None for a SavedModel.
         path: str. What was loaded.
         saved_model: the object `tf.saved_model.load` returned (its signatures only
             work while it is alive), or None.
+        class_ids: list of str or None. What a data folder names the classes when that
+            is not `class_names`: the WordNet ids of the ImageNet classes.
     """
 
     serve: object
     class_names: list
-    image_size: int
-    preset: str
+    transform: EvalTransform
     keras_model: object
     path: str
     saved_model: object = None
+    class_ids: list | None = None  # folder names of the classes where they differ (WordNet ids)
+
+    @property
+    def image_size(self):
+        return self.transform.crop
+
+    @property
+    def preset(self):
+        return self.transform.preset
 
 
 def load_classifier(path, *, image_size=None, preset=None, classes_file=None, top_k=5):
-    """Load a `.keras` file, a run folder or a SavedModel (version or base folder)."""
+    """Load a `.keras` file, a run folder, a SavedModel (version or base folder), a
+    registered weights name or a weights file (torchvision / timm / keras.applications).
+
+    A registered name ("torchvision:resnet50.IMAGENET1K_V2") is built with its weights
+    (downloaded once into the Keras cache) and evaluated with its entry's transform and
+    the 1000 ImageNet classes (`registry.imagenet_classes`), so `--data-dir` can be an
+    ImageNet-layout folder (one folder per WordNet id, all 1000 or some of them).
+    """
     path = os.fspath(path)
+    if not os.path.exists(path) and registry.is_name(path) or (
+            os.path.isfile(path) and not path.endswith(".keras")):
+        return _load_weights(path, image_size, preset, classes_file, top_k)
     if not os.path.exists(path):
         raise EvaluationError(f"Model '{path}' does not exist; expected a .keras file, a run "
-                              "folder or a SavedModel folder.")
+                              "folder, a SavedModel folder, a weights file or a registered "
+                              "name (python -m resnet_tf list-weights).")
     if os.path.isdir(path) and not os.path.isfile(os.path.join(path, "best.keras")):
         return _load_saved_model(latest_version_dir(path))
-    model, class_names, image_size, preset, _ = load_checkpoint(
-        path, image_size=image_size, preset=preset, classes_file=classes_file)
+    checkpoint = load_checkpoint(path, image_size=image_size, preset=preset,
+                                 classes_file=classes_file)
+    return _keras_classifier(checkpoint.model, checkpoint.class_names, checkpoint.transform,
+                             path, top_k, temperature_beside(path))
+
+
+def _keras_classifier(model, class_names, transform, path, top_k, temperature=None):
     module = ServingModule(
-        inference_model(model), class_names=class_names, image_size=image_size,
-        preset=preset, top_k=min(top_k, len(class_names)),  # single view: --tta decides
-        temperature=temperature_beside(path))  # the run's calibration, as its export has
-    return Classifier(module.serve_bytes, class_names, image_size, preset, model, path)
+        inference_model(model), class_names=class_names, transform=transform,
+        top_k=min(top_k, len(class_names)),  # single view: --tta decides
+        temperature=temperature)  # the run's calibration, as its export has
+    return Classifier(module.serve_bytes, class_names, transform, model, path)
+
+
+def _load_weights(weights, image_size, preset, classes_file, top_k):
+    """A registered name or a weights file as a Keras `Classifier` of its architecture."""
+    try:
+        source = resolve_weights(weights, download=False)
+    except ValueError as error:
+        raise EvaluationError(str(error)) from None
+    if not source.architecture or "depth" not in source.architecture:
+        raise EvaluationError(
+            f"The architecture of '{weights}' cannot be read from the file. Received: a "
+            f"{source.format} weights file; expected a registered name, a torchvision or timm "
+            "checkpoint, or a .keras file (which knows its architecture).")
+    architecture = dict(source.architecture)
+    classes = architecture.pop("classes", 1000)
+    try:
+        model = build_resnet(**architecture, classes=classes, weights=resolve_weights(source),
+                             input_shape=(None, None, 3))
+    except WeightsDownloadError as error:  # offline: what to download, and where to put it
+        raise EvaluationError(str(error)) from None
+    ids, names = imagenet_classes()
+    if classes_file:
+        names = read_class_names(classes_file)
+        if names is None:
+            raise EvaluationError(f"Class names file '{classes_file}' does not exist.")
+    elif classes != 1000:
+        ids, names = None, default_class_names(classes)
+    transform = serving_transform(model, image_size=image_size or (
+        None if transform_of(model) else 224), preset=preset)
+    classifier = _keras_classifier(model, names, transform, str(weights), top_k)
+    return dataclasses.replace(classifier, class_ids=ids)
 
 
 def _load_saved_model(version_dir):
@@ -99,8 +167,10 @@ def _load_saved_model(version_dir):
                               "resnet-export.")
     try:
         class_names = [c.decode() for c in loaded.class_names.numpy()]
-        image_size = int(loaded.image_size.numpy())
-        preset = loaded.preset.numpy().decode()
+        transform = (EvalTransform.from_config(json.loads(loaded.transform.numpy().decode()))
+                     if hasattr(loaded, "transform") else  # exports of earlier versions
+                     EvalTransform.for_preset(loaded.preset.numpy().decode(),
+                                              int(loaded.image_size.numpy())))
     except AttributeError:
         raise EvaluationError(f"SavedModel '{version_dir}' was not written by resnet-export "
                               "(it has no class_names, image_size or preset).") from None
@@ -108,8 +178,7 @@ def _load_saved_model(version_dir):
     return Classifier(
         serve=lambda image_bytes: serve(**{BYTES_INPUT: image_bytes}),
         class_names=class_names,
-        image_size=image_size,
-        preset=preset,
+        transform=transform,
         keras_model=None,
         path=version_dir,
         saved_model=loaded,
@@ -141,15 +210,16 @@ class ConfidentErrors:
                               int(labels[i]), int(predicted[i]), scores[i]))
         self.kept = sorted(self.kept, key=lambda k: -k[0])[:self.count]
 
-    def arrays(self, image_size, preset):
+    def arrays(self, transform):
         """`(uint8 images as the model saw them, true, predicted, scores)`."""
         if not self.kept:
-            return np.zeros((0, image_size, image_size, 3), np.uint8), [], [], np.zeros((0, 1))
+            size = transform.crop
+            return np.zeros((0, size, size, 3), np.uint8), [], [], np.zeros((0, 1))
         images = []
         for _, image, *_ in self.kept:
             if image.dtype == object or image.ndim == 0:  # encoded bytes (a SavedModel's input)
                 image = preprocess_for_eval(decode_image(image.item() if image.ndim == 0
-                                                         else image), image_size, preset)
+                                                         else image), transform=transform)
             pixels = (np.asarray(image) * np.asarray(STD) + np.asarray(MEAN)) * 255.0
             images.append(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
         return (np.stack(images), [k[2] for k in self.kept], [k[3] for k in self.kept],
@@ -193,25 +263,33 @@ def evaluate(classifier, *, data_dir=None, dataset=None, split="test", tfds_dir=
         total = None
         described = f"TFDS '{dataset}' split '{split}'"
     classes = len(classifier.class_names)
-    if len(class_names) != classes:
+    known = classifier.class_ids or classifier.class_names
+    if len(class_names) < classes and set(class_names) <= set(known):
+        # Some of the model's classes (a subset of ImageNet's WordNet ids, say): each
+        # label becomes the model's index of its class.
+        pass
+    elif len(class_names) != classes:
         raise EvaluationError(
             f"The model has {classes} classes but {described} has {len(class_names)}; "
-            "expected the same classes.")
-    if class_names != classifier.class_names and sorted(class_names) == sorted(classifier.class_names):
-        # Same classes in another order (a folder lists them sorted): score against the
-        # model's indices.
-        to_model = tf.constant([classifier.class_names.index(n) for n in class_names], tf.int32)
+            "expected the same classes, or some of the model's (named as it names them: "
+            f"{', '.join(known[:3])}, ...).")
+    if class_names != known and set(class_names) <= set(known):
+        # The model's classes in another order (a folder lists them sorted), or some of
+        # them: score against the model's indices.
+        to_model = tf.constant([known.index(n) for n in class_names], tf.int32)
         source = source.map(lambda encoded, label: (encoded, tf.gather(to_model, label)))
+        class_names = classifier.class_names
+    elif class_names == known:
         class_names = classifier.class_names
     elif class_names != classifier.class_names and classifier.class_names != default_class_names(classes):
         warnings.warn(f"The model's classes ({', '.join(classifier.class_names[:5])}, ...) are not "
                       f"{described}'s ({', '.join(class_names[:5])}, ...); comparing label indices.",
                       stacklevel=2)
 
-    size, preset = classifier.image_size, classifier.preset
+    transform = classifier.transform
     if classifier.keras_model is not None:
         def prepare(encoded, label):
-            return preprocess_for_eval(decode_image(encoded), size, preset), label
+            return preprocess_for_eval(decode_image(encoded), transform=transform), label
         model = classifier.keras_model
     else:
         def prepare(encoded, label):
@@ -225,7 +303,7 @@ def evaluate(classifier, *, data_dir=None, dataset=None, split="test", tfds_dir=
                .batch(batch_size).prefetch(tf.data.AUTOTUNE))
     result = evaluate_model(model, batches, class_names, tta=tta, on_batch=errors,
                             temperature=_temperature(classifier))
-    result.update(model=classifier.path, data=described,
+    result.update(model=classifier.path, data=described, transform=transform.get_config(),
                   skipped_files=0 if total is None else total - result["examples"])
     return result
 
@@ -242,8 +320,9 @@ def _evaluate_hold_out(classifier, tfds_dir, batch_size, tta, errors):
             f"hold-out. Received: '{classifier.path}' with none beside it; expected a "
             "train.py --out folder or a .keras file in one.")
     data = load_data(stored["dataset"], data_dir=stored["data_dir"], val_dir=stored["val_dir"],
-                     val_split=stored["val_split"], image_size=stored["image_size"],
-                     preset=stored["preset"], split_seed=hold_out_seed(stored),
+                     val_split=stored["val_split"], image_size=classifier.image_size,
+                     preset=stored["preset"], eval_transform=classifier.transform,
+                     split_seed=hold_out_seed(stored),
                      batch_size=1, augment=False, tfds_dir=tfds_dir)
     source = stored["val_dir"] or stored["data_dir"] or f"dataset '{stored['dataset']}'"
     if data.val is None:
@@ -269,6 +348,8 @@ def format_metrics(metrics, max_matrix_classes=20):
     width = max(9, *(len(n) for n in names))
     lines = [
         f"Model: {metrics['model']}",
+        *([f"Preprocessing: {EvalTransform.from_config(metrics['transform']).describe()}"]
+          if metrics.get("transform") else []),
         f"Data:  {metrics['data']} ({metrics['examples']} images"
         + (f", {metrics['skipped_files']} unreadable skipped)" if metrics["skipped_files"] else ")"),
         f"top-1 accuracy: {metrics['top1']:.4f}",

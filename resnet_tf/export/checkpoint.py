@@ -3,12 +3,13 @@
 The run folder itself is read through `resnet_tf.runs`, its one reader.
 """
 
+import collections
 import hashlib
 import json
 import os
 
-from resnet_tf.data.preprocessing import default_preset
 from resnet_tf.errors import ExportError
+from resnet_tf.export.inference import serving_transform
 from resnet_tf.models.saving import load_keras_file
 from resnet_tf.runs import (
     EXPORT_MARKER,
@@ -22,16 +23,30 @@ from resnet_tf.runs import (
 RUN_MARKER = EXPORT_MARKER
 
 
+class Checkpoint(collections.namedtuple("Checkpoint", "model class_names image_size preset run_dir")):
+    """What `load_checkpoint` returns: `(model, class_names, image_size, preset, run_dir)`,
+    as earlier versions did, plus `transform`, the `EvalTransform` it is served with
+    (`image_size` is its crop and `preset` its nearest preset)."""
+
+    def __new__(cls, model, class_names, transform, run_dir):
+        self = super().__new__(cls, model, class_names, transform.crop, transform.preset,
+                               run_dir)
+        self.transform = transform
+        return self
+
+
 def load_checkpoint(source, *, image_size=None, preset=None, classes_file=None,
                     model_file="best.keras"):
     """A `.keras` file, or a run folder's `model_file`, with what serving it needs.
 
     Class names come from `classes_file`, else classes.txt beside the model, else
-    "class_0", "class_1", ...; the image size and preset from the arguments, else the
-    run's config.json, else the model's input size and `default_preset`.
+    "class_0", "class_1", ...; the evaluation transform from `serving_transform`: the
+    one the model carries, else the run's config.json, else the model's input size and
+    `default_preset`, with `image_size` and `preset` (the flags) overriding.
 
     Returns:
-        `(model, class_names, image_size, preset, run folder or None)`.
+        A `Checkpoint`: `(model, class_names, image_size, preset, run folder or None)`
+        with `.transform`.
     """
     source = os.fspath(source)
     if not os.path.exists(source):
@@ -50,13 +65,9 @@ def load_checkpoint(source, *, image_size=None, preset=None, classes_file=None,
         raise ExportError(f"Class names file '{classes_file}' does not exist.")
     if class_names is None:
         class_names = default_class_names(model.output_shape[-1])
-    config = settings_beside(path)
-    image_size = image_size or config.get("image_size") or model.input_shape[1]
-    if image_size is None:
-        raise ExportError(f"'{path}' accepts any input size and has no config.json beside it; "
-                          "pass --image-size.")
-    preset = preset or config.get("preset") or default_preset(image_size)
-    return model, class_names, int(image_size), preset, run_dir
+    transform = serving_transform(model, image_size=image_size, preset=preset,
+                                  run=settings_beside(path))
+    return Checkpoint(model, class_names, transform, run_dir)
 
 
 def serving_tta(source):
@@ -82,7 +93,8 @@ def export_run(run_dir, export_dir=None, **export_args):
     from resnet_tf.export.savedmodel import export_serving_model, remove_partial_exports
 
     run = RunDirectory(run_dir)
-    model, class_names, image_size, preset, _ = load_checkpoint(run.path, model_file="last.keras")
+    checkpoint = load_checkpoint(run.path, model_file="last.keras")
+    model = checkpoint.model
     export_dir = export_dir or run.file(os.path.join("export", model.name))
     remove_partial_exports(export_dir)
     export_args.setdefault("tta", serving_tta(run.path))
@@ -95,9 +107,9 @@ def export_run(run_dir, export_dir=None, **export_args):
     for version in sorted(_versions_with_marker(export_dir), reverse=True):
         if _same_export(os.path.join(export_dir, version), marker, run):
             return os.path.join(export_dir, version)
-    return export_serving_model(model, export_dir, class_names=class_names,
-                                image_size=image_size, preset=preset, marker=marker,
-                                **export_args)
+    export_args.setdefault("transform", checkpoint.transform)
+    return export_serving_model(model, export_dir, class_names=checkpoint.class_names,
+                                marker=marker, **export_args)
 
 
 def weights_digest(model):

@@ -10,18 +10,24 @@ import numpy as np
 from resnet_tf.data.preprocessing import PRESETS, default_preset
 from resnet_tf.errors import ExportError, check_choice
 from resnet_tf.models.normalization import WeightsNormalization
+from resnet_tf.models.sources import saved_transform
+from resnet_tf.models.transform import EvalTransform, transform_of
 from resnet_tf.runs import default_class_names, describe_non_finite, non_finite_weights
 
 # Serving precision -> the Keras dtype policy of the network's hidden layers.
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
-def check_serving_args(model, *, class_names=None, image_size=None, preset=None):
-    """The class names, image size and preset an export of `model` will use, checked.
+def check_serving_args(model, *, class_names=None, image_size=None, preset=None,
+                       transform=None, run=None):
+    """The class names and `EvalTransform` an export of `model` will use, checked.
 
-    Defaults: "class_0", "class_1", ...; the model's input size; `default_preset`.
+    Defaults: "class_0", "class_1", ...; the transform `serving_transform` resolves.
     Raises `ExportError` for a mismatch with the model, and for non-finite weights
     (a model answering NaN is never served).
+
+    Returns:
+        `(class_names, transform)`.
     """
     broken = non_finite_weights(model)
     if broken:
@@ -40,21 +46,47 @@ def check_serving_args(model, *, class_names=None, image_size=None, preset=None)
         raise ExportError(
             f"The model has {classes} outputs but {len(class_names)} class names were given. "
             f"Received: {len(class_names)} class names; expected {classes}, one per output.")
-    input_size = tuple(model.input_shape[1:3])
-    image_size = image_size or input_size[0]
-    if image_size is None:
-        raise ExportError("The model accepts any input size. Received: image_size=None; "
-                          "expected the size to serve, e.g. image_size=224.")
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size < 1):
         raise ExportError(f"image_size must be a positive integer. Received: "
                           f"image_size={image_size!r}")
-    if None not in input_size and input_size != (image_size, image_size):
+    if preset is not None:
+        check_choice("preset", preset, PRESETS, error=ExportError)
+    transform = serving_transform(model, image_size=image_size, preset=preset,
+                                  transform=transform, run=run)
+    input_size = tuple(model.input_shape[1:3])
+    if None not in input_size and input_size != (transform.crop, transform.crop):
         raise ExportError(
-            f"image_size={image_size} does not match the model's input size {input_size}. "
-            f"Received: image_size={image_size}; expected {input_size[0]}.")
-    preset = preset or default_preset(image_size)
-    check_choice("preset", preset, PRESETS, error=ExportError)
-    return class_names, image_size, preset
+            f"image_size={transform.crop} does not match the model's input size {input_size}. "
+            f"Received: image_size={transform.crop}; expected {input_size[0]}.")
+    return class_names, transform
+
+
+def serving_transform(model, *, image_size=None, preset=None, transform=None, run=None):
+    """The `EvalTransform` that evaluates and serves `model`: one answer for every command.
+
+    Order: `transform`; else the one the model carries (`transform_of`: its weights' or
+    its run's); else its run's record (`run`: the run's config, `runs.settings_beside`);
+    else `default_preset` at the model's input size. The flags override what is found:
+    `preset` gives that preset's transform (at `image_size`, else the found size),
+    `image_size` alone the found transform at that size (its crop fraction and
+    interpolation kept, as timm changes a test size).
+
+    Raises:
+        ExportError: nothing tells the size (a model of any input size, no run, no flag).
+    """
+    found = EvalTransform.from_config(transform) if transform is not None else (
+        transform_of(model) or saved_transform({}, run))
+    if found is None:
+        size = image_size or model.input_shape[1]
+        if size is None:
+            raise ExportError("The model accepts any input size and carries no transform. "
+                              "Received: image_size=None; expected the size to serve, e.g. "
+                              "image_size=224 (--image-size 224).")
+        found = EvalTransform.for_preset(preset or default_preset(size), size)
+    if preset is not None:
+        return EvalTransform.for_preset(preset, image_size or found.crop)
+    return found if image_size is None else found.at_size(image_size)
 
 
 def has_linear_head(model):

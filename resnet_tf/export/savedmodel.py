@@ -1,7 +1,8 @@
 """Export a trained classifier as a SavedModel that TensorFlow Serving loads as is.
 
-    export_serving_model(model, "runs/x/export/resnet50", class_names=names,
-                         image_size=224, preset="imagenet")   # -> ".../resnet50/1"
+    export_serving_model(model, "runs/x/export/resnet50", class_names=names)
+    # -> ".../resnet50/1", serving the transform the model carries (or image_size=,
+    # preset= / transform= to choose)
 
 The export is a plain `tf.Module` with two signatures, so loading it needs TensorFlow
 alone (no Keras objects, no resnet_tf layers inside):
@@ -34,7 +35,12 @@ import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
 from resnet_tf.data.headers import MAX_IMAGE_PIXELS, header_shape
-from resnet_tf.data.preprocessing import decode_image, normalize, preprocess_for_eval
+from resnet_tf.data.preprocessing import (
+    decode_image,
+    eval_transform,
+    normalize,
+    preprocess_for_eval,
+)
 from resnet_tf.errors import ExportError
 from resnet_tf.export.inference import (
     check_precision,
@@ -64,9 +70,10 @@ def export_serving_model(
     model,
     export_base_dir,
     *,
-    class_names,
-    image_size,
-    preset,
+    class_names=None,
+    image_size=None,
+    preset=None,
+    transform=None,
     version=None,
     top_k=5,
     fold_batchnorm=True,
@@ -83,10 +90,15 @@ def export_serving_model(
         model: `keras.Model` mapping normalized float32 `[N, S, S, 3]` images to
             probabilities (a softmax head) or logits (a linear head; softmax is added).
         export_base_dir: str. The folder TF Serving's `--model_base_path` points at.
-        class_names: list of str, one per output unit.
-        image_size: int. The model's input height and width `S`.
-        preset: str. The evaluation preprocessing, "cifar" or "imagenet" (see
-            `preprocess_for_eval`).
+        class_names: list of str, one per output unit; None: "class_0", "class_1", ...
+        image_size: int or None. The input height and width `S` to serve; None: the
+            size of the transform the model carries, else its input size.
+        preset: str or None. "cifar" or "imagenet": serve that preset's transform
+            instead of the model's own (see `preprocess_for_eval`).
+        transform: `EvalTransform` or None. The resize, crop and interpolation to serve;
+            None: the one the model carries (`transform_of`: its weights' or its run's),
+            else `preset` at `image_size` (`export.serving_transform`). Recorded in the
+            SavedModel (`transform`) and in `assets.extra/resnet_tf_serving.json`.
         version: int or None. Version number; None takes the next free one (1 in an
             empty folder). An existing version is never overwritten.
         top_k: int. Classes returned per image, capped at the class count.
@@ -111,8 +123,9 @@ def export_serving_model(
     Returns:
         str. The version folder that was written.
     """
-    class_names, image_size, preset = check_serving_args(
-        model, class_names=class_names, image_size=image_size, preset=preset)
+    class_names, transform = check_serving_args(
+        model, class_names=class_names, image_size=image_size, preset=preset,
+        transform=transform)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
         raise ExportError(f"top_k must be a positive integer. Received: top_k={top_k!r}")
     classes = len(class_names)
@@ -143,7 +156,7 @@ def export_serving_model(
 
     module = ServingModule(
         inference_model(model, fold_batchnorm=fold_batchnorm, precision=precision),
-        class_names=class_names, image_size=image_size, preset=preset,
+        class_names=class_names, transform=transform,
         top_k=min(top_k, classes), max_image_bytes=max_image_bytes,
         max_image_pixels=max_image_pixels, tta=tta, temperature=temperature,
     )
@@ -157,6 +170,8 @@ def export_serving_model(
         os.makedirs(os.path.join(tmp, "assets.extra"), exist_ok=True)
         with open(os.path.join(tmp, SERVING_INFO), "w") as f:
             json.dump({"tta": tta, "views": len(view_plan(tta)),
+                       "transform": transform.get_config(),
+                       "transform_description": transform.describe(),
                        "description": TTA_DESCRIPTIONS[tta], "precision": precision,
                        "temperature": temperature}, f)
         if marker is not None:
@@ -332,14 +347,20 @@ class ServingModule(tf.Module):
     no network variables.
     """
 
-    def __init__(self, model, *, class_names, image_size, preset, top_k,
-                 max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_IMAGE_PIXELS,
+    def __init__(self, model, *, class_names, top_k, transform=None, image_size=None,
+                 preset=None, max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_IMAGE_PIXELS,
                  tta="none", temperature=None):
         super().__init__(name="resnet_serving")
+        # `transform`, or as earlier versions took it, a preset at an image size.
+        transform = eval_transform(image_size, preset, transform)
+        image_size = transform.crop
         network = frozen_network(model, image_size)
         self.class_names = tf.Variable(class_names, trainable=False, name="class_names")
         self.image_size = tf.Variable(image_size, trainable=False, name="image_size")
-        self.preset = tf.Variable(preset, trainable=False, name="preset")
+        # What earlier readers know (image_size, preset), and the whole transform as JSON.
+        self.preset = tf.Variable(transform.preset, trainable=False, name="preset")
+        self.transform = tf.Variable(json.dumps(transform.get_config()), trainable=False,
+                                     name="transform")
         self.tta = tf.Variable(tta, trainable=False, name="tta")
         logits = has_linear_head(model)
         names = tf.constant(class_names)
@@ -372,7 +393,7 @@ class ServingModule(tf.Module):
 
         def prepare(contents):
             image = checked_decode(contents, max_image_bytes, max_image_pixels)
-            return preprocess_for_eval(image, image_size, preset)
+            return preprocess_for_eval(image, transform=transform)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)])
         def serve_bytes(image_bytes):

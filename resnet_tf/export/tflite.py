@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from resnet_tf.data import MEAN, STD, load_data
+from resnet_tf.data.preprocessing import eval_transform
 from resnet_tf.errors import ExportError
 from resnet_tf.export.inference import check_serving_args, has_linear_head, inference_model
 from resnet_tf.files import write_bytes, write_json
@@ -52,6 +53,7 @@ def export_tflite(
     class_names=None,
     image_size=None,
     preset=None,
+    transform=None,
     fold_batchnorm=True,
     overwrite=False,
 ):
@@ -69,7 +71,9 @@ def export_tflite(
         class_names: list of str, one per output unit (default "class_0", "class_1", ...).
         image_size: int. Input height and width `S` (default: the model's input size).
         preset: str. "cifar" or "imagenet", the evaluation preprocessing (default:
-            `data.default_preset(image_size)`).
+            the transform the model carries, else `data.default_preset(image_size)`).
+        transform: `EvalTransform` or None, instead of `image_size` and `preset`
+            (`export.serving_transform` decides when None).
         fold_batchnorm: bool. Fold BatchNorm into the preceding convolutions.
         overwrite: bool. Replace existing files instead of refusing.
 
@@ -80,8 +84,10 @@ def export_tflite(
         raise ExportError(
             f"quantization must be one of {', '.join(QUANTIZATIONS)}. "
             f"Received: quantization={quantization!r}")
-    class_names, image_size, preset = check_serving_args(
-        model, class_names=class_names, image_size=image_size, preset=preset)
+    class_names, transform = check_serving_args(
+        model, class_names=class_names, image_size=image_size, preset=preset,
+        transform=transform)
+    image_size = transform.crop
     path = os.fspath(path)
     sidecar = sidecar_path(path)
     if not overwrite:
@@ -102,10 +108,13 @@ def export_tflite(
         "quantization": quantization,
         "class_names": class_names,
         "image_size": int(image_size),
-        "preset": preset,
+        "preset": transform.preset,
+        "transform": transform.get_config(),
         "mean": list(MEAN),
         "std": list(STD),
-        "preprocessing": "RGB, resized as data.preprocess_for_eval does, (pixel / 255 - mean) / std",
+        # The model converts this standard scale to its weights' own inside.
+        "preprocessing": f"RGB, {transform.describe().split(', (')[0]} as "
+                         "data.preprocess_for_eval does, (pixel / 255 - mean) / std",
         "input": _tensor_metadata(interpreter.get_input_details()[0],
                                   "q = clip(round(x / scale) + zero_point, -128, 127)"),
         "output": _tensor_metadata(interpreter.get_output_details()[0],
@@ -126,18 +135,21 @@ def sidecar_path(path):
     return os.path.splitext(os.fspath(path))[0] + ".json"
 
 
-def calibration_images(data_dir=None, *, dataset=None, image_size, preset=None, val_split=None,
-                       seed=0, count=NUM_CALIBRATION, tfds_dir=None):
+def calibration_images(data_dir=None, *, dataset=None, image_size=None, preset=None,
+                       transform=None, val_split=None, seed=0, count=NUM_CALIBRATION,
+                       tfds_dir=None):
     """`count` training images, eval-preprocessed, as float32 `[count, S, S, 3]`.
 
     The images are a seeded random sample of `load_data`'s training split (so with the
     run's `val_split` and the `seed` of its hold-out, never a validation image), without
     augmentation. Files are streamed, so only about `count` of them are decoded.
     """
+    transform = eval_transform(image_size, preset, transform)
+    image_size = transform.crop
     loaded = load_data(
         dataset or "cifar10", data_dir=data_dir, val_split=val_split, image_size=image_size,
-        preset=preset, batch_size=1, seed=seed, deterministic=True, augment=False, cache=False,
-        tfds_dir=tfds_dir)
+        preset=transform.preset, batch_size=1, seed=seed, deterministic=True, augment=False,
+        cache=False, tfds_dir=tfds_dir, eval_transform=transform)
     return _take_images(loaded.train, count, image_size)
 
 

@@ -39,6 +39,7 @@ from resnet_tf.models.normalization import CAFFE_MEAN_BGR
 from resnet_tf.models.normalization import MEAN as IMAGENET_MEAN
 from resnet_tf.models.normalization import STD as IMAGENET_STD
 from resnet_tf.models.spec import SPECS, STAGE_FILTERS, ResNetSpec
+from resnet_tf.models.transform import EvalTransform
 
 # keras.applications' published ResNet files (keras/src/applications/resnet.py,
 # BASE_WEIGHTS_PATH and WEIGHTS_HASHES): md5 of the include_top and the notop file.
@@ -52,27 +53,9 @@ _SAFETENSORS_MAX_HEADER = 100 * 2**20
 _NAME = re.compile(r"^(?P<source>[a-z]+):(?:(?P<architecture>[\w]+)\.)?(?P<tag>[\w.]+)$")
 
 
-@dataclasses.dataclass(frozen=True)
-class Preprocessing:
-    """How the published accuracy was measured: resize, centre-crop, normalise.
-
-    Attributes:
-        mode: str. "torch" (RGB scaled to [0, 1], then `(x - mean) / std`) or "caffe"
-            (BGR, 0-255, `mean` subtracted; keras.applications' `preprocess_input`).
-        mean: tuple of 3 floats. Per channel, in the order and scale of `mode`.
-        std: tuple of 3 floats, or None for "caffe".
-        resize: int or None. Shorter side before the crop; None where the source does
-            not document it.
-        crop: int. Side of the square centre crop the network sees.
-        interpolation: str or None. "bilinear" or "bicubic"; None where undocumented.
-    """
-
-    mode: str
-    mean: tuple
-    std: tuple | None
-    resize: int | None
-    crop: int
-    interpolation: str | None
+# How the published accuracy was measured: resize, centre crop, interpolation and
+# normalisation, the transform that travels with the weights (`transform.EvalTransform`).
+Preprocessing = EvalTransform
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,8 +180,9 @@ def _keras(depth, top1):
         source="keras",
         licence="MIT (keras-applications; Kaiming He's Caffe models)",
         top1=top1,
-        # Keras documents a single 224 centre crop, not the resize before it.
-        preprocessing=Preprocessing("caffe", CAFFE_MEAN_BGR, None, None, 224, None),
+        # Keras documents a single 224 centre crop, not the resize before it: the
+        # standard 256 (bilinear) of its era's ImageNet evaluations, as the "imagenet" preset.
+        preprocessing=Preprocessing("caffe", CAFFE_MEAN_BGR, None, 256, 224, "bilinear"),
     )
 
 
@@ -278,6 +262,29 @@ _ENTRIES = (
     _keras(152, 76.6),
 )
 WEIGHTS = {entry.name: entry for entry in _ENTRIES}
+
+
+def imagenet_classes():
+    """The 1000 ImageNet-1k classes every registered entry predicts, in output order.
+
+    From imagenet_classes.tsv beside this module: the WordNet ids (the class folders of
+    ImageNet's layout, sorted, as timm's imagenet_synsets.txt lists them) and the names
+    torchvision's weights carry (`weights.meta["categories"]`).
+
+    Returns:
+        `(wordnet_ids, names)`, two lists of 1000 str.
+    """
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.tsv")
+    with open(path, encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f if line.strip()]
+    return [row[0] for row in rows], [row[1] for row in rows]
+
+
+def entry_of_file(path):
+    """The registered entry whose published file `path` is (by file name: torchvision's and
+    timm's release files carry a hash prefix in theirs), or None."""
+    name = os.path.basename(os.fspath(path))
+    return next((entry for entry in WEIGHTS.values() if entry.file_name == name), None)
 
 
 def list_weights(depth=None):

@@ -22,7 +22,7 @@ from resnet_tf.models.blocks import (
 )
 from resnet_tf.models.layers import PaddedMaxPooling2D
 from resnet_tf.models.normalization import WeightsNormalization, preprocessing_layer
-from resnet_tf.models.sources import resolve_weights
+from resnet_tf.models.sources import resolve_preprocessing, resolve_weights
 
 # Where these names were before spec.py owned them; kept importable from here.
 from resnet_tf.models.spec import (  # noqa: F401
@@ -37,6 +37,7 @@ from resnet_tf.models.spec import (  # noqa: F401
     find_resnet,
     spec_of,
 )
+from resnet_tf.models.transform import EvalTransform
 from resnet_tf.models.weights import load_weights
 
 
@@ -45,23 +46,29 @@ class ResNet(keras.Model):
     """A functional `keras.Model` that carries the `ResNetSpec` it was built from.
 
     Built like any functional model, `ResNet(inputs, outputs, spec=spec)`, and used
-    like one. Its config is the functional config plus "spec", so a `.keras` file
-    rebuilds the exact graph (per-layer dtype policies included) and the spec with it.
+    like one. Its config is the functional config plus "spec" and "transform", so a
+    `.keras` file rebuilds the exact graph (per-layer dtype policies included), the spec
+    and the evaluation transform with it.
 
     Args:
         *args: `keras.Model`'s functional arguments (`inputs`, `outputs`).
         spec: `ResNetSpec`, its config dict, or None.
+        transform: `EvalTransform`, its config dict, or None: how images are resized,
+            cropped and normalised for this model at evaluation (its weights' or its run's).
         **kwargs: `keras.Model`'s keyword arguments (`name`, `trainable`).
     """
 
-    def __init__(self, *args, spec=None, **kwargs):
+    def __init__(self, *args, spec=None, transform=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.spec = ResNetSpec.from_config(spec) if isinstance(spec, dict) else spec
+        self.transform = None if transform is None else EvalTransform.from_config(transform)
 
     def get_config(self):
         config = super().get_config()
         if self.spec is not None:
             config["spec"] = self.spec.get_config()
+        if self.transform is not None:
+            config["transform"] = self.transform.get_config()
         return config
 
 
@@ -139,12 +146,17 @@ def build_resnet(
             residual branch (each block starts as an identity).
         dropout: float in [0, 1). Dropout on the pooled features before the classifier
             (`include_top=True` only), as timm's `drop_rate`.
-        preprocessing: "auto", None, "caffe" or a dict with `mode`, `mean`, `std`. The
-            model always takes `(pixel / 255 - MEAN) / STD` RGB images (resnet_tf's
-            standard scale); weights trained on another scale get a
-            `WeightsNormalization` layer after the input that converts to theirs. "auto"
-            follows `weights`: "caffe" for keras.applications' files, a registered
-            name's own preprocessing, the standard scale otherwise. The conversion is
+        preprocessing: "auto", None, "caffe", a dict with `mode`, `mean`, `std`, a
+            registered weights name or an `EvalTransform`. The model always takes
+            `(pixel / 255 - MEAN) / STD` RGB images (resnet_tf's standard scale); weights
+            trained on another scale get a `WeightsNormalization` layer after the input
+            that converts to theirs. "auto" follows `weights`: "caffe" for
+            keras.applications' files, a registered name's own preprocessing, the
+            standard scale otherwise. A registered name (or an `EvalTransform`) means
+            that entry's normalisation *and* its evaluation transform (resize, crop,
+            interpolation), so a file downloaded by hand gets its source's transform.
+            The model carries the transform (`transform_of`), scaled to its input size,
+            and evaluation, prediction and the export apply it. The conversion is
             defined for RGB only: with channels != 3 "auto" adds no layer and the
             model takes its input as given, so normalise it as the weights' training
             data was (for the standard scale, timm's rule is the mean of the RGB
@@ -164,10 +176,14 @@ def build_resnet(
     )
     inputs, x = _input(spec, input_tensor, input_shape)
     channels = x.shape[channel_axis()]
+    side = x.shape[1] if channel_axis() == -1 else x.shape[2]
     source = resolve_weights(weights, spec)
-    if isinstance(preprocessing, str) and preprocessing == "auto":
-        preprocessing = None if source is None or channels != 3 else source.preprocessing
-    adapter = preprocessing_layer(preprocessing)
+    auto = isinstance(preprocessing, str) and preprocessing == "auto"
+    normalization, transform = resolve_preprocessing(preprocessing, source, spec)
+    if channels != 3:  # images are decoded to RGB: other channels are fed as they are
+        normalization = None if auto else normalization
+        transform = None
+    adapter = preprocessing_layer(normalization)
     if adapter is not None:
         if channels != 3:
             raise ValueError(
@@ -178,7 +194,9 @@ def build_resnet(
             )
         x = adapter(x)
     x = _head(_stages(_stem(x, spec), spec), spec)
-    model = ResNet(inputs, x, spec=spec, name=name or spec.default_name)
+    if transform is not None and side is not None:
+        transform = transform.at_size(side)  # the crop the network takes, same fraction
+    model = ResNet(inputs, x, spec=spec, transform=transform, name=name or spec.default_name)
     if source is not None and channels != 3:
         _load_adapted(model, source, spec)
     elif source is not None:

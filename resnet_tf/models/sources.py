@@ -15,6 +15,7 @@ import zipfile
 
 from resnet_tf.models import registry, torch_weights
 from resnet_tf.models.spec import ARCHITECTURE, SPECS, ResNetSpec, default_variant
+from resnet_tf.models.transform import EvalTransform
 from resnet_tf.runs import settings_beside
 
 EXPECTED = "expected None, 'imagenet' or a path to a .h5/.weights.h5/.keras file"
@@ -42,6 +43,9 @@ class WeightsSource:
             trained on, for `normalization.preprocessing_layer`.
         entry: `registry.PretrainedWeights` or None. The registered entry.
         image_size: int or None. The image size the weights were trained at.
+        transform: `EvalTransform` or None. How the weights' source evaluates them
+            (resize, crop, interpolation, normalisation): a registered entry's, a
+            `.keras` file's own, or its run's preset; None where unknown.
     """
 
     weights: object
@@ -52,6 +56,7 @@ class WeightsSource:
     preprocessing: object
     entry: registry.PretrainedWeights | None = None
     image_size: int | None = None
+    transform: EvalTransform | None = None
 
 
 def weights_kind(weights):
@@ -130,7 +135,7 @@ def _imagenet(weights, known, download):
             if download else None)
     entry = registry.WEIGHTS[f"keras:resnet{depth}.imagenet"]
     return WeightsSource(weights, "imagenet", path, "legacy", dict(entry.build), "caffe", entry,
-                         entry.preprocessing.crop)
+                         entry.preprocessing.crop, entry.preprocessing)
 
 
 def _registered(weights, known, download):
@@ -138,7 +143,7 @@ def _registered(weights, known, download):
     path = registry.download_weights(entry.name)[0] if download else None
     return WeightsSource(weights, "registry", path, entry.format,
                          dict(entry.build), entry.preprocessing, entry,
-                         entry.preprocessing.crop)
+                         entry.preprocessing.crop, entry.preprocessing)
 
 
 def _keras_file(weights, known, download):
@@ -149,9 +154,10 @@ def _keras_file(weights, known, download):
             raise ValueError(f"The run folder has no best.keras. Received: weights='{weights}'; "
                              "expected a folder written by train.py.")
     config = _archive_config(path)
+    run = settings_beside(path)
     return WeightsSource(weights, "keras", path, "keras", saved_architecture(path, config),
-                         _archive_preprocessing(config),
-                         image_size=settings_beside(path).get("image_size"))
+                         _archive_preprocessing(config), image_size=run.get("image_size"),
+                         transform=saved_transform(config, run))
 
 
 def _file(weights, known, download):
@@ -167,7 +173,12 @@ def _file(weights, known, download):
             f"weights file '{path}' is neither a keras.applications HDF5 file nor "
             f"a Keras .weights.h5 or .keras file. Received: weights='{weights}'; {EXPECTED}."
         )
-    return WeightsSource(weights, "file", path, kind, architecture, preprocessing)
+    published = registry.entry_of_file(path)  # a registered file downloaded by hand
+    if published is None:
+        return WeightsSource(weights, "file", path, kind, architecture, preprocessing)
+    return WeightsSource(weights, "file", path, kind, architecture, published.preprocessing,
+                         image_size=published.preprocessing.crop,
+                         transform=published.preprocessing)
 
 
 def saved_architecture(path, config=None):
@@ -183,6 +194,71 @@ def saved_architecture(path, config=None):
     run = settings_beside(path)
     found = {k: run[k] for k in ARCHITECTURE if run.get(k) is not None}
     return found or None
+
+
+def saved_transform(config, run=None):
+    """The `EvalTransform` of a `.keras` file's model config (`_archive_config`), else the
+    one its run recorded (`run`: `settings_beside`), else None.
+
+    Runs record "eval_transform"; runs of earlier versions their image size and preset.
+    """
+    found = (config.get("config") or {}).get("transform") if isinstance(config, dict) else None
+    if found is None:
+        found = next((layer_config.get("transform") for layer_config in _nested_configs(config)
+                      if layer_config.get("transform")), None)
+    run = run or {}
+    if found is None:
+        found = run.get("eval_transform")
+    if found is not None:
+        try:
+            return EvalTransform.from_config(found)
+        except (TypeError, ValueError):
+            return None
+    if run.get("image_size") and run.get("preset"):
+        return EvalTransform.for_preset(run["preset"], run["image_size"])
+    return None
+
+
+def _nested_configs(config):
+    """The configs of the models nested in a saved model's config (a ResNet inside the
+    user's Sequential or functional model)."""
+    layers = ((config or {}).get("config") or {}).get("layers") or [] if isinstance(
+        config, dict) else []
+    for layer in layers:
+        inner = layer.get("config") if isinstance(layer, dict) else None
+        if isinstance(inner, dict) and "layers" in inner:
+            yield inner
+            yield from _nested_configs(layer)
+
+
+def resolve_preprocessing(preprocessing, source, spec=None):
+    """`build_resnet`'s `preprocessing` argument as `(normalisation, transform)`.
+
+    The normalisation is what `normalization.preprocessing_layer` takes; the transform
+    the `EvalTransform` the model will carry (None where unknown).
+
+    Args:
+        preprocessing: "auto" (the weights' own: `source.preprocessing` and
+            `source.transform`), None, "imagenet" or "caffe" (a scale, no transform), a
+            dict with `mode`, `mean`, `std`, a registered weights name (that entry's
+            normalisation and transform) or an `EvalTransform`.
+        source: the `WeightsSource` of the weights, or None.
+        spec: what picks a registered name without architecture ("torchvision:IMAGENET1K_V2").
+    """
+    if isinstance(preprocessing, str) and preprocessing == "auto":
+        if source is None:
+            return None, None
+        return source.preprocessing, source.transform
+    if isinstance(preprocessing, str) and registry.is_name(preprocessing):
+        # A full name is that entry's transform, for any architecture; a short one
+        # ("torchvision:IMAGENET1K_V2") is picked by the architecture being built.
+        known = {} if preprocessing in registry.WEIGHTS else _known(spec)
+        entry = registry.get_weights(preprocessing, **{k: known[k] for k in _REGISTRY_BUILD
+                                                       if k in known})
+        preprocessing = entry.preprocessing
+    if isinstance(preprocessing, EvalTransform):
+        return preprocessing.normalization, preprocessing
+    return preprocessing, None
 
 
 def _archive_config(path):

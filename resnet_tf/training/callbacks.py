@@ -97,6 +97,14 @@ class ModelEMA(keras.callbacks.Callback):
     def _weights(self):
         return [w for w in self.model.weights if "float" in str(w.dtype)]
 
+    def averaged_weights(self):
+        """The model's weights that are averaged, in the order of `average_values()`."""
+        return self._weights()
+
+    def average_values(self):
+        """The average of each of `averaged_weights()` (variables; from `fit`'s start)."""
+        return self._average
+
     def on_train_begin(self, logs=None):
         import tensorflow as tf
 

@@ -12,6 +12,8 @@ from resnet_tf.data.preprocessing import default_preset
 from resnet_tf.errors import ConfigError
 from resnet_tf.models import resnet
 from resnet_tf.models.spec import ResNetSpec, default_stem
+from resnet_tf.models.transform import EvalTransform
+from resnet_tf.training.finetune import resolve as resolve_weights_source
 from resnet_tf.training.finetune import weights_defaults
 from resnet_tf.training.recipes import (
     CONFIG_FIELDS,
@@ -40,12 +42,15 @@ class _Resolved:
 
 # config.json's "config": the TrainConfig fields, resolved, and the data's preset.
 ResolvedConfig = dataclasses.make_dataclass(
-    "ResolvedConfig", [(f.name, f.annotation()) for f in CONFIG_FIELDS] + [("preset", str)],
+    "ResolvedConfig",
+    [(f.name, f.annotation()) for f in CONFIG_FIELDS] + [("preset", str), ("eval_transform", dict)],
     bases=(_Resolved,), frozen=True)
 ResolvedConfig.__module__ = __name__
 ResolvedConfig.__doc__ = """A run's configuration with every default filled in (frozen).
 
-    The fields of `TrainConfig` plus `preset`; architecture fields left None take
+    The fields of `TrainConfig` plus `preset` and `eval_transform` (the `EvalTransform`
+    config of validation and of the run's models: the preset's, or with `--weights`
+    on images of more than 64 px the weights' own); architecture fields left None take
     `build_resnet`'s defaults (`architecture` names them). `to_dict()` is what config.json
     stores, so runs compare and resume across versions.
     """
@@ -104,6 +109,8 @@ def resolve_config(config, facts, image_size=None):
         split_seed=0 if config.split_seed is None else config.split_seed,
         image_size=image_size,
         preset=preset,
+        eval_transform=_eval_transform(config.weights, config.depth, preset,
+                                       image_size).get_config(),
         epochs=epochs,
         optimizer=optimizer,
         lr=lr if config.lr is None else config.lr,
@@ -117,7 +124,25 @@ def resolve_config(config, facts, image_size=None):
         # On unless turned off: a run without validation images has nothing to fit it on.
         calibrate=config.calibrate is not False,
     )
+    if resolved["distill"] and not resolved["ema"]:
+        raise ConfigError(f"--distill learns from the weight average (--ema). Received: --distill "
+                          f"{resolved['distill']:g} with --ema 0; expected --ema 0.999, say.")
+    if resolved["distill"] and resolved["loss"] == "bce":
+        raise ConfigError(f"--distill averages the teacher's probabilities. Received: --distill "
+                          f"{resolved['distill']:g} with --loss bce; expected --loss ce.")
     return ResolvedConfig(**resolved)
+
+
+def _eval_transform(weights, depth, preset, image_size):
+    """Validation's transform: pretrained weights' own (their resize fraction and
+    interpolation) at the run's size, so a fine-tuned model is measured and served as its
+    weights' source evaluates; the preset's without weights that tell one, and for small
+    images (the "cifar" preset: a crop of a 32 px image would lose its border)."""
+    if weights and preset == "imagenet":
+        found = resolve_weights_source(weights, {"depth": depth}).transform
+        if found is not None:
+            return found.at_size(image_size)
+    return EvalTransform.for_preset(preset, image_size)
 
 
 # TrainConfig field -> build_resnet argument, where the names differ.

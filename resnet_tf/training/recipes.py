@@ -199,6 +199,10 @@ FIELDS = (
           "best.keras, metrics.json and the export use it", "optimization",
           default_text=RECIPE, hint="a decay per step such as 0.999, or 0 for none",
           **_FRACTION),
+    Field("distill", float, "self-distillation: the share of the training target taken "
+          "from the EMA teacher's predictions on each batch and its mirror images (needs "
+          "--ema)", "optimization", default=0.0, hint="a share such as 0.5, or 0 for none",
+          **_FRACTION),
     Field("schedule", str, "learning-rate decay after the warmup", "optimization",
           default="cosine", choices=SCHEDULES),
     Field("warmup_epochs", float, "linear warmup epochs", "optimization",

@@ -33,6 +33,8 @@ from resnet_tf.metrics import (
 )
 from resnet_tf.models.resnet import build_resnet
 from resnet_tf.models.saving import load_keras_file
+from resnet_tf.models.sources import saved_transform
+from resnet_tf.models.transform import set_transform
 from resnet_tf.runs import CALIBRATION, RunDirectory, read_class_names
 from resnet_tf.schedules import WarmupSchedule
 from resnet_tf.training.callbacks import (
@@ -45,6 +47,7 @@ from resnet_tf.training.callbacks import (
 )
 from resnet_tf.training.config import architecture, model_kwargs, resolve
 from resnet_tf.training.cpu_tuning import apply_threads, describe_cpu_config, run_cpu_config
+from resnet_tf.training.distill import install_distillation
 from resnet_tf.training.distribute import (
     is_chief,
     make_strategy,
@@ -104,6 +107,8 @@ def train(config, options=RunOptions()):
         write_text(run.file("classes.txt"), "\n".join(data.class_names) + "\n")
     monitor = "val_accuracy" if data.val is not None else "accuracy"
     ema, callbacks = _callbacks(resolved, run, session, monitor)
+    if resolved.distill:  # the average teaches the weights it averages
+        install_distillation(model, ema, resolved.distill)
     _fit(model, resolved, data, run, session, callbacks, runtime["learning_rate"])
     if ema:  # from here on the model is its EMA weights: final metrics and export
         ema.apply()
@@ -175,7 +180,7 @@ def _load_data(resolved, options):
         deterministic=resolved.deterministic, tfds_dir=options.tfds_dir,
         manual_dir=options.manual_dir, augment=resolved.augment, mixup=resolved.mixup,
         cutmix=resolved.cutmix, random_erasing=resolved.random_erasing,
-        crop_padding=resolved.crop_padding)
+        crop_padding=resolved.crop_padding, eval_transform=run_transform(resolved))
 
 
 def _runtime(resolved, session, data, model):
@@ -263,12 +268,21 @@ def _build_model(resolved, data):
                 classifier_activation=None if bce else "softmax", **model_kwargs(resolved))
     weights = resolved.weights
     if not weights:
-        return build_resnet(resolved.depth, **args)
-    if weights_kind(weights) == "keras":
+        model = build_resnet(resolved.depth, **args)
+    elif weights_kind(weights) == "keras":
         path = os.path.join(weights, "best.keras") if os.path.isdir(weights) else weights
         source = load_keras_file(path, error=ConfigError)
-        return build_from_model(source, weights, depth=resolved.depth, **args)
-    return build_from_weights(weights, depth=resolved.depth, **args)
+        model = build_from_model(source, weights, depth=resolved.depth, **args)
+    else:
+        model = build_from_weights(weights, depth=resolved.depth, **args)
+    set_transform(model, run_transform(resolved))  # its .keras files evaluate as the run did
+    return model
+
+
+def run_transform(resolved):
+    """The run's `EvalTransform`: its config's "eval_transform", or for a run resumed from
+    before runs recorded one (None), its preset's at its image size."""
+    return saved_transform({}, resolved.to_dict())
 
 
 @dataclasses.dataclass

@@ -520,6 +520,39 @@ def test_tfds_dataset_uses_its_test_split_for_validation(monkeypatch, cache):
     np.testing.assert_allclose(pixels, [[100] * 3, [101] * 3], atol=1e-3)  # gray -> RGB
 
 
+class FakeImagenet(FakeBuilder):
+    """imagenet2012's layout as TFDS prepares it: variable-size JPEG records, no size."""
+
+    def __init__(self, name, data_dir=None):
+        import tensorflow_datasets as tfds
+
+        super().__init__(name, data_dir)
+        self.info.features["image"] = tfds.features.Image(encoding_format="jpeg")
+
+    def as_dataset(self, split, as_supervised, decoders=None, **unused):
+        assert decoders, "streamed TFDS images must reach the pipeline still encoded"
+        values = np.arange(self.examples[split])
+        images = [tf.io.encode_jpeg(np.full((90 + 7 * v, 120, 3), 40 * v, np.uint8)).numpy()
+                  for v in values]
+        return tf.data.Dataset.from_tensor_slices((images, values % 2))
+
+
+def test_streamed_tfds_jpeg_records_train_through_the_fused_crop(monkeypatch):
+    import tensorflow_datasets as tfds
+
+    from resnet_tf.data import preprocessing
+
+    monkeypatch.setattr(tfds, "builder", FakeImagenet)
+    fused = []
+    original = preprocessing.preprocess_encoded_for_train
+    monkeypatch.setattr("resnet_tf.data.pipeline.preprocess_encoded_for_train",
+                        lambda *a, **k: fused.append(1) or original(*a, **k))
+    result = load_data("imagenet2012", image_size=72, batch_size=2, cache=False)
+    images, labels = next(iter(result.train))
+    assert images.shape == (2, 72, 72, 3) and fused  # the encoded bytes' path, traced
+    assert next(iter(result.val))[0].shape == (2, 72, 72, 3)
+
+
 # --- Preprocessing ------------------------------------------------------------------------
 
 

@@ -304,7 +304,7 @@ def test_exported_weights_are_frozen_and_bfloat16_computes_convolutions_in_bfloa
     # Only the metadata is left as variables; the network's weights are graph constants.
     saved = tf.train.list_variables(os.path.join(version, "variables", "variables"))
     assert sorted(name.split("/")[0] for name, _ in saved if name.endswith("VARIABLE_VALUE")) == [
-        "class_names", "image_size", "preset", "tta"]
+        "class_names", "image_size", "preset", "transform", "tta"]
     assert _graph_op_dtypes(version, "Conv2D") == [
         {"float32": "DT_FLOAT", "bfloat16": "DT_BFLOAT16"}[precision]]
     batch = np.stack([_photo(SIZE, SIZE, seed) for seed in range(4)])

@@ -30,6 +30,8 @@ def test_boolean_augment_of_runs_before_policies(tmp_path, stored, expected):
     ("crop_padding", 4),  # 2bd3973: --crop-padding, 2 in the cifar recipe
     ("train_size", None),  # 1090412: --train-size, 176/160 in torchvision-v2/rsb-a3
     ("calibrate", False),  # 1090412: --calibrate, on by default
+    ("eval_transform", None),  # 3b56fa6: the run records its evaluation transform
+    ("distill", 0.0),  # 043ab8e: --distill
 ])
 def test_runs_before_a_recipe_change_keep_their_value(field, before):
     stored = compat.stored_config({"epochs": 40})  # made before the field existed
@@ -49,7 +51,7 @@ def test_runs_before_split_seed_keep_the_hold_out_their_seed_drew():
     assert compat.kept_values({"seed": 3}, compat.stored_config({"seed": 3}))["split_seed"] == 3
     assert compat.kept_values({"split_seed": 0}, compat.stored_config({"seed": 3})) == {
         "ema": 0.0, "tta": "none", "crop_padding": 4, "train_size": None, "augment": "basic",
-        "calibrate": False}
+        "calibrate": False, "eval_transform": None, "distill": 0.0}
 
 
 def test_a_torchvision_v2_run_from_before_trivialaugment_keeps_randaugment():
@@ -64,7 +66,8 @@ def test_every_rule_is_tested_and_names_its_commit():
     import subprocess
 
     assert set(compat.CHANGED_DEFAULTS) == {"ema", "tta", "crop_padding", "split_seed",
-                                            "train_size", "augment", "calibrate"}
+                                            "train_size", "augment", "calibrate",
+                                            "eval_transform", "distill"}
     assert set(compat.LEGACY_VALUES) == {"augment"}
     rules = [*compat.CHANGED_DEFAULTS.values(), *compat.LEGACY_VALUES.values()]
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -83,4 +86,4 @@ def test_stored_config_reads_a_json_round_trip():
     assert compat.stored_config(stored) == {"augment": "basic", "seed": 2, "milestones": [1, 2],
                                             "ema": 0.0, "tta": "none", "split_seed": 2,
                                             "crop_padding": 4, "train_size": None,
-                                            "calibrate": False}
+                                            "calibrate": False, "eval_transform": None, "distill": 0.0}

@@ -3,13 +3,12 @@ classifier for the data's classes, the head trained alone for --freeze-epochs fi
 
 import importlib.util
 import json
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 from conftest import error_line, run_train
+from torch_reference import save_torchvision_resnet18
 
 import resnet_tf  # noqa: F401  (registers the layers and the schedule)
 
@@ -68,24 +67,6 @@ def test_both_phases_in_one_process(pretrained, target, tmp_path):
     rows = (out / "history.csv").read_text().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == ["1", "2"]
     assert json.loads((out / "config.json").read_text())["status"] == "complete"
-
-
-@pytest.mark.slow
-def test_torchvision_file_fine_tunes(target, tmp_path):
-    if importlib.util.find_spec("torchvision") is None:
-        pytest.skip("torchvision (the test extra) is not installed")
-    path = tmp_path / "resnet18.pth"
-    # torch and TensorFlow in one process can crash: the file is written by another.
-    code = ("import torch, torchvision, sys; torch.manual_seed(0); "
-            "torch.save(torchvision.models.resnet18().state_dict(), sys.argv[1])")
-    subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=300)
-    out = tmp_path / "run"
-    result = run_train("--data-dir", target, "--weights", path, "--image-size", "32",
-                       "--epochs", "1", *FAST, "--out", out)
-    assert result.returncode == 0, result.stderr[-3000:]
-    config = json.loads((out / "config.json").read_text())["config"]
-    assert config["depth"] == 18 and config["weights"] == str(path)
-    assert keras.saving.load_model(out / "best.keras").output_shape == (None, 2)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -153,3 +134,43 @@ def test_build_from_model_keeps_the_input_conversion_and_the_backbone(tmp_path):
     assert model.output_shape == (None, 2)
     for name, kernel in _convs(model).items():
         np.testing.assert_array_equal(kernel, _convs(source)[name])
+
+
+# The weights' evaluation transform (issue 29) -------------------------------------------
+
+
+@pytest.mark.parametrize("size, expected", [
+    # Images of more than 64 px: the weights' own transform (timm a1: bicubic, crop 0.95)
+    # at the run's size, floor(96 / 0.95...) as timm scales it.
+    (96, dict(resize=100, crop=96, interpolation="bicubic")),
+    # Small images keep the cifar preset: a centre crop of 32 px would lose their border.
+    (32, dict(resize=None, crop=32, interpolation="bilinear")),
+])
+def test_validation_uses_the_weights_transform_at_the_run_size(size, expected):
+    from resnet_tf.data import DataFacts
+    from resnet_tf.training import TrainConfig, resolve_config
+
+    resolved = resolve_config(TrainConfig(weights="timm:resnet18.a1_in1k", image_size=size),
+                              DataFacts(["a", "b"], size))
+    assert {k: resolved.eval_transform[k] for k in expected} == expected
+
+
+def test_a_published_file_fine_tunes_and_its_run_keeps_the_transform(target, tmp_path):
+    if importlib.util.find_spec("torchvision") is None:
+        pytest.skip("torchvision (the test extra) is not installed")
+    from resnet_tf.models.transform import transform_of
+
+    # The name torchvision publishes it under: the entry's transform (resize 256 for 224).
+    path = save_torchvision_resnet18(tmp_path / "resnet18-f37072fd.pth")
+    out = tmp_path / "run"
+    result = run_train("--data-dir", target, "--weights", path, "--image-size", "72",
+                       "--epochs", "1", *FAST, "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    expected = dict(mode="torch", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
+                    resize=82, crop=72, interpolation="bilinear")  # floor(72 * 256 / 224)
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["depth"] == 18 and config["weights"] == str(path)
+    assert config["eval_transform"] == expected
+    model = keras.saving.load_model(out / "best.keras")
+    assert model.output_shape == (None, 2)
+    assert transform_of(model).get_config() == expected

@@ -142,7 +142,8 @@ def test_a_run_folder_of_the_code_before_resolved_configs_resumes_and_compares_e
     assert run.path == str(out) and {k: now[k] for k in written} == written  # every key and value
     # Fields added since take the values the old run had (resnet_tf.compat).
     assert {k: v for k, v in now.items() if k not in written} == {
-        "train_size": None, "grad_accum": 1, "calibrate": False}
+        "train_size": None, "grad_accum": 1, "calibrate": False, "eval_transform": None,
+        "distill": 0.0}
 
     result = train(config, options)
     assert result["epochs"] == 2

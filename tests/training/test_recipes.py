@@ -77,7 +77,7 @@ def test_the_resolved_config_is_frozen_and_keeps_config_json_keys():
     with pytest.raises(dataclasses.FrozenInstanceError):
         resolved.lr = 1.0
     stored = resolved.to_dict()
-    assert list(stored) == [f.name for f in dataclasses.fields(TrainConfig)] + ["preset"]
+    assert list(stored) == [f.name for f in dataclasses.fields(TrainConfig)] + ["preset", "eval_transform"]
     assert stored["milestones"] == [1, 3] and stored["dataset"] == "cifar10"
     assert ResolvedConfig(**stored).to_dict() == stored
 
