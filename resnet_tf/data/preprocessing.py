@@ -178,7 +178,9 @@ def preprocess_encoded_for_train(encoded, image_size, preset, seed=None, crop_pa
             height_width = tf.identity(height_width)
         begin, size, flip_seed = _random_resized_crop_box(tf.concat([height_width, [3]], 0), seed)
         window = tf.stack([begin[0], begin[1], size[0], size[1]])
-        image = tf.image.decode_and_crop_jpeg(encoded, window, channels=3)
+        # The DCT `decode_image` uses, so the window holds the whole decode's pixels.
+        image = tf.image.decode_and_crop_jpeg(encoded, window, channels=3,
+                                              dct_method="INTEGER_ACCURATE")
         return _finish_random_resized_crop(image, image_size, flip_seed)
 
     def whole():
