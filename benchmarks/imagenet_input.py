@@ -8,10 +8,15 @@ when installed): random crops, scales and mirror images at about 500x375, JPEG q
 90, in 8 class folders. Every arm yields batches of 64 images of the imagenet preset at
 224 px (random-resized crop, flip, normalisation) and is timed over the same number of
 batches, the arms interleaved, several rounds; the table gives the median and the best
-round (the host halves throughput in bursts):
+round (the host halves throughput in bursts). A round starts a fresh iterator, warms up
+for 3 batches and times the next ones inside the same epoch (the default 1280 images are
+20 batches): the steady state of an ImageNet epoch of 20,000 batches. An epoch's start is
+its own column, the time to the first batch: the shards' shuffle buffer (10,000 records,
+or the whole epoch when smaller) fills before anything is decoded.
 
 - decode only: tf.data reading and fully decoding every file, nothing else (this
-  machine's limit for these files when every pixel is decoded);
+  machine's limit for these files when every pixel is decoded), with the accurate DCT
+  that our decoding uses (`decode_image`, PIL's pixels);
 - ours, folder: `load_data(data_dir=...)` streaming the folder (fused decode-and-crop);
 - ours, folder, whole decode: the same with the crop taken after a full decode (the
   pipeline before the fused path), for the fused path's gain;
@@ -20,6 +25,9 @@ round (the host halves throughput in bursts):
 - torchvision: `ImageFolder` + `RandomResizedCrop(224)` + flip + normalise, a
   `DataLoader` with as many workers as cores;
 - and, on our best path, RandAugment, TrivialAugment and MixUp/CutMix beside basic.
+
+A second table times each step of one image on one thread (`step_costs`): what bounds
+our throughput against decoding alone.
 """
 
 import argparse
@@ -37,6 +45,7 @@ import results_json  # noqa: E402
 
 SIZE = 224
 BATCH = 64
+DCT = "INTEGER_ACCURATE"  # our JPEG decoding's (`decode_image`, the fused crop)
 CLASSES = 8
 
 
@@ -71,19 +80,26 @@ def make_images(folder, count, seed=0):
     return folder
 
 
+WARMUP = 3
+
+
 def _tf_arm(dataset):
     """A round: a fresh iterator (so no arm's prefetch buffer fills while another is timed),
-    3 batches to warm up, then `count` timed batches; images per second."""
+    `WARMUP` batches to warm up, then `count` timed batches; images per second and the
+    seconds to the first batch."""
     def round_(count):
+        start = time.perf_counter()
         iterator = iter(dataset.repeat())
-        for _ in range(3):
+        next(iterator)
+        first = time.perf_counter() - start
+        for _ in range(WARMUP - 1):
             next(iterator)
         start, images = time.perf_counter(), 0
         for _ in range(count):
             images += int(next(iterator)[0].shape[0])
         rate = images / (time.perf_counter() - start)
         del iterator  # stops its background work before the next arm
-        return rate
+        return rate, first
     return round_
 
 
@@ -114,7 +130,7 @@ def arms(folder, shards, quick):  # noqa: C901 - one arm per nested function
 
     def decode_only():
         ds = (tf.data.Dataset.from_tensor_slices(files).shuffle(len(files))
-              .map(lambda f: tf.io.decode_jpeg(tf.io.read_file(f), channels=3),
+              .map(lambda f: tf.io.decode_jpeg(tf.io.read_file(f), channels=3, dct_method=DCT),
                    num_parallel_calls=tf.data.AUTOTUNE)
               .map(lambda image: tf.shape(image)[0])  # keep the decode, drop the pixels
               .batch(BATCH).prefetch(tf.data.AUTOTUNE))
@@ -167,7 +183,8 @@ def torchvision_arm(folder):
         result = subprocess.run(
             [sys.executable, __file__, "--torch-round", folder, "--batches", str(count)],
             capture_output=True, text=True, check=True)
-        return json.loads(result.stdout.strip().splitlines()[-1])["images_per_second"]
+        # Its first batch includes starting the worker processes: not comparable.
+        return json.loads(result.stdout.strip().splitlines()[-1])["images_per_second"], None
     return round_
 
 
@@ -194,7 +211,7 @@ def _torch_round(folder, batches):
             images, _ = next(state["it"])
         return int(images.shape[0])
 
-    for _ in range(3):
+    for _ in range(WARMUP):
         step()
     start, images = time.perf_counter(), 0
     for _ in range(batches):
@@ -203,7 +220,8 @@ def _torch_round(folder, batches):
 
 
 def measure(arms_, batches, rounds):
-    """{arm: [images per second of each round]}, the arms interleaved within each round."""
+    """{arm: [(images per second, seconds to the first batch or None) of each round]}, the
+    arms interleaved within each round."""
     rounds_ = {name: make() for name, make in arms_.items()}
     rates = {name: [] for name in rounds_}
     for _ in range(rounds):
@@ -212,9 +230,73 @@ def measure(arms_, batches, rounds):
     return rates
 
 
+def step_costs(folder, images=256, repeats=5):
+    """[(step, ms per image)]: each step of one image's training preprocessing, cumulative,
+    on one thread (a sequential map over `images` JPEGs' bytes in memory), best of
+    `repeats` passes."""
+    import tensorflow as tf
+
+    from resnet_tf.data.folders import list_image_folder
+    from resnet_tf.data.preprocessing import (
+        _normalize_rows,
+        _random_resized_crop_box,
+        preprocess_encoded_for_train,
+    )
+
+    files = list_image_folder(folder)[0][:images]
+    encoded = tf.stack([tf.io.read_file(f) for f in files])
+
+    def window(data, seed):
+        height_width = tf.image.extract_jpeg_shape(data)[:2]
+        begin, size, flip_seed = _random_resized_crop_box(tf.concat([height_width, [3]], 0), seed)
+        crop = tf.stack([begin[0], begin[1], size[0], size[1]])
+        return tf.image.decode_and_crop_jpeg(data, crop, channels=3, dct_method=DCT), flip_seed
+
+    def resized(data, seed, antialias=False):
+        return tf.image.resize(window(data, seed)[0], [SIZE, SIZE], antialias=antialias)
+
+    def flipped(data, seed):
+        crop, flip_seed = window(data, seed)
+        image = tf.image.resize(crop, [SIZE, SIZE])
+        return tf.image.stateless_random_flip_left_right(image, flip_seed)
+
+    steps = [
+        ("tf.data's own cost per element (nothing decoded)", lambda data, seed: tf.size(data)),
+        ("decode the whole JPEG (the decode-only arm's work)",
+         lambda data, seed: tf.io.decode_jpeg(data, channels=3, dct_method=DCT)),
+        ("read the header, draw the crop, decode only its window", lambda d, s: window(d, s)[0]),
+        ("... + bilinear resize to 224 (ours, the Model Garden's)", resized),
+        ("... + antialiased resize to 224 instead (torchvision's)",
+         lambda data, seed: resized(data, seed, antialias=True)),
+        ("... + bilinear resize + flip", flipped),
+        ("... + bilinear resize + flip + normalize",
+         lambda data, seed: _normalize_rows(tf.ensure_shape(flipped(data, seed), [SIZE, SIZE, 3]))),
+        ("all of it: preprocess_encoded_for_train",
+         lambda data, seed: preprocess_encoded_for_train(data, SIZE, "imagenet", seed)),
+    ]
+    options = tf.data.Options()
+    options.experimental_optimization.map_parallelization = False  # one thread
+    datasets = []
+    for _, step in steps:
+        seeds = tf.data.Dataset.random(seed=0).batch(2)
+        datasets.append(tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(encoded), seeds)
+                        .map(step).map(lambda output: tf.size(output)).batch(BATCH)
+                        .with_options(options))
+    best = [float("inf")] * len(steps)
+    for _ in range(repeats + 1):  # the first pass warms up; steps interleaved, as the arms
+        for i, ds in enumerate(datasets):
+            start = time.perf_counter()
+            for _ in ds:
+                pass
+            best[i] = min(best[i], time.perf_counter() - start)
+    return [(name, 1000 * seconds / len(files)) for (name, _), seconds in zip(steps, best)]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--images", type=int, default=640)
+    parser.add_argument("--images", type=int, default=1280,
+                        help="images in the folder (an epoch longer than the warm-up and the "
+                             "timed batches keeps epoch starts out of the timing)")
     parser.add_argument("--batches", type=int, default=12, help="batches per timed round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--quick", action="store_true")
@@ -227,6 +309,9 @@ def main(argv=None):
     if args.quick:
         args.images, args.batches, args.rounds = 128, 3, 1
         args.out = os.path.join(tempfile.gettempdir(), "imagenet_input.json")
+    if WARMUP + args.batches > args.images // BATCH:
+        print(f"note: {WARMUP} + {args.batches} batches exceed an epoch of {args.images // BATCH}; "
+              "the timing includes epoch starts")
 
     from resnet_tf.data.prepare import prepare_records
 
@@ -235,17 +320,58 @@ def main(argv=None):
     shards = os.path.join(work, "shards")
     prepare_records(folder, shards, 8, log=lambda line: None)
     steps = arms(folder, shards, args.quick)
-    rates = measure(steps, args.batches, args.rounds)
+    load_before = os.getloadavg()[0]
+    rounds = measure(steps, args.batches, args.rounds)
+    load_after = os.getloadavg()[0]
+    rates = {name: [rate for rate, _ in values] for name, values in rounds.items()}
     cores = os.cpu_count()
-    decode = statistics.median(rates["decode only (tf.data, whole image)"])
-    torch_rate = statistics.median(rates["torchvision ImageFolder + DataLoader"])
-    basic = statistics.median(rates["ours, TFRecord shards"])
+    median = {name: statistics.median(values) for name, values in rates.items()}
+    decode = median["decode only (tf.data, whole image)"]
+    torch_rate = median["torchvision ImageFolder + DataLoader"]
+    basic = median["ours, TFRecord shards"]
     rows = []
     for name, values in rates.items():
-        median = statistics.median(values)
-        rows.append([name, round(median, 1), round(max(values), 1), round(median / cores, 1),
-                     f"{median / decode:.0%}", f"{median / torch_rate:.2f}x",
-                     f"{median / basic - 1:+.0%}" if "ours, shards," in name else ""])
+        firsts = [first for _, first in rounds[name] if first is not None]
+        rows.append([name, round(median[name], 1), round(max(values), 1),
+                     round(median[name] / cores, 1), f"{median[name] / decode:.0%}",
+                     f"{median[name] / torch_rate:.2f}x",
+                     f"{median[name] / basic - 1:+.0%}" if "ours, shards," in name else "",
+                     round(statistics.median(firsts), 2) if firsts else ""])
+    costs = step_costs(folder)
+    cost = dict(costs)
+    ours = [name for name in ("ours, folder (fused decode-and-crop)", "ours, TFRecord shards")]
+    best = max(ours, key=median.get)
+    whole, window = cost["decode the whole JPEG (the decode-only arm's work)"], cost[
+        "read the header, draw the crop, decode only its window"]
+    necessary = cost["... + bilinear resize + flip + normalize"]
+    everything = cost["all of it: preprocess_encoded_for_train"]
+    antialiased = cost["... + antialiased resize to 224 instead (torchvision's)"] - window
+    bilinear = cost["... + bilinear resize to 224 (ours, the Model Garden's)"] - window
+    notes = (
+        f"Targets (issue 31): our best path at least 1.5x torchvision's DataLoader per core "
+        f"and at least 90 % of decode-only throughput. Measured: {best} "
+        f"{median[best] / torch_rate:.2f}x torchvision (met: {median[best] >= 1.5 * torch_rate}) "
+        f"and {median[best] / decode:.0%} of decode-only (met: {median[best] >= 0.9 * decode}).\n\n"
+        f"Why not 90 % of decode-only: per image on one thread, decoding the whole JPEG costs "
+        f"{whole:.2f} ms and decoding only the crop window {window:.2f} ms, but the crop still "
+        f"has to become 224x224x3 normalized float32: window, resize, flip and normalization "
+        f"cost {necessary:.2f} ms, so with nothing else our throughput is at most about "
+        f"{whole / necessary:.0%} of decode-only ({everything:.2f} ms for all of "
+        f"`preprocess_encoded_for_train`, with the JPEG check, the pixel limit and the branch "
+        f"for other formats). The resize, flip and normalization write 150,528 floats per "
+        f"image each; only moving them off the CPU (uint8 crops normalized on the "
+        f"accelerator) would close the gap.\n\n"
+        f"The training crop's resize is plain bilinear ({bilinear:.2f} ms per image), as in the "
+        f"Model Garden's and TensorFlow's reference pipelines; torchvision's antialiased "
+        f"RandomResizedCrop costs {antialiased:.2f} ms here. A crop shrunk by more than 2x "
+        f"then skips some pixels (mild aliasing, in training only); evaluation and export "
+        f"keep the antialiased resize.\n\n"
+        f"First batch: seconds from a fresh iterator to its first batch, the cost of an epoch "
+        f"start (median). The shards fill their shuffle buffer ({args.images} records here, "
+        f"10,000 for ImageNet) before decoding anything; a folder shuffles file names only."
+        f"\n\nLoad average (1 min) before and after the arms: {load_before:.1f} and "
+        f"{load_after:.1f} on {cores} cores (the benchmark's own share is about {cores}; more "
+        f"means other work shared the cores and lowered every arm alike).")
     document = results_json.result(
         "Training input on ImageNet-sized JPEGs (imagenet preset, 224 px, batch 64)", "pipeline",
         results_json.command_line(),
@@ -253,14 +379,18 @@ def main(argv=None):
             f"{args.images} JPEGs of ~500x375 (q90) from real photographs; {args.rounds} "
             f"interleaved rounds of {args.batches} batches per arm",
             ["arm", "img/s (median)", "img/s (best)", "img/s per core", "of decode-only",
-             "vs torchvision", "cost over basic"], rows)],
-        notes=("Targets (issue 31): our best path at least 1.5x torchvision's DataLoader per "
-               "core and at least 90 % of decode-only throughput. The fused path decodes only "
-               "the crop window, so it may exceed decode-only."),
-        machine=results_json.machine(), date=results_json.today())
+             "vs torchvision", "cost over basic", "first batch (s)"], rows),
+         results_json.table(
+             "One image's training preprocessing step by step, one thread (cumulative; "
+             "256 of the JPEGs, their bytes in memory; best of 5 interleaved passes)",
+             ["step", "ms per image", "img/s per core"],
+             [[name, round(ms, 3), round(1000 / ms)] for name, ms in costs])],
+        notes=notes, machine=results_json.machine(), date=results_json.today())
     results_json.write(args.out, document)
     for row in rows:
         print(" | ".join(map(str, row)))
+    for name, ms in costs:
+        print(f"{name}: {ms:.3f} ms")
     print(f"wrote {args.out}")
 
 
