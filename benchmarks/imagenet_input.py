@@ -238,8 +238,8 @@ def step_costs(folder, images=256, repeats=5):
 
     from resnet_tf.data.folders import list_image_folder
     from resnet_tf.data.preprocessing import (
-        _normalize_rows,
         _random_resized_crop_box,
+        normalize,
         preprocess_encoded_for_train,
     )
 
@@ -270,7 +270,7 @@ def step_costs(folder, images=256, repeats=5):
          lambda data, seed: resized(data, seed, antialias=True)),
         ("... + bilinear resize + flip", flipped),
         ("... + bilinear resize + flip + normalize",
-         lambda data, seed: _normalize_rows(tf.ensure_shape(flipped(data, seed), [SIZE, SIZE, 3]))),
+         lambda data, seed: normalize(tf.ensure_shape(flipped(data, seed), [SIZE, SIZE, 3]))),
         ("all of it: preprocess_encoded_for_train",
          lambda data, seed: preprocess_encoded_for_train(data, SIZE, "imagenet", seed)),
     ]
