@@ -51,7 +51,7 @@ CHANGED_DEFAULTS = {
                               lambda stored: stored.get("augment", "basic")),
     "calibrate": ChangedDefault("1090412", "--calibrate; runs did not calibrate",
                                 lambda stored: False),
-    # None: the preset's transform at the run's image size (`sources.saved_transform`).
+    # None: the preset's transform at the run's image size (`sources.recorded_transform`).
     "distill": ChangedDefault("043ab8e", "--distill; runs did not distil", lambda stored: 0.0),
     "eval_transform": ChangedDefault("3b56fa6", "runs recorded their preset, not the "
                                      "evaluation transform", lambda stored: None),

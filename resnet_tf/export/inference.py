@@ -10,7 +10,7 @@ import numpy as np
 from resnet_tf.data.preprocessing import PRESETS, default_preset
 from resnet_tf.errors import ExportError, check_choice
 from resnet_tf.models.normalization import WeightsNormalization
-from resnet_tf.models.sources import saved_transform
+from resnet_tf.models.sources import recorded_transform
 from resnet_tf.models.transform import EvalTransform, transform_of
 from resnet_tf.runs import default_class_names, describe_non_finite, non_finite_weights
 
@@ -76,7 +76,7 @@ def serving_transform(model, *, image_size=None, preset=None, transform=None, ru
         ExportError: nothing tells the size (a model of any input size, no run, no flag).
     """
     found = EvalTransform.from_config(transform) if transform is not None else (
-        transform_of(model) or saved_transform({}, run))
+        transform_of(model) or recorded_transform(run))
     if found is None:
         size = image_size or model.input_shape[1]
         if size is None:

@@ -157,7 +157,7 @@ def _keras_file(weights, known, download):
     run = settings_beside(path)
     return WeightsSource(weights, "keras", path, "keras", saved_architecture(path, config),
                          _archive_preprocessing(config), image_size=run.get("image_size"),
-                         transform=saved_transform(config, run))
+                         transform=_archived_transform(config) or recorded_transform(run))
 
 
 def _file(weights, known, download):
@@ -196,22 +196,16 @@ def saved_architecture(path, config=None):
     return found or None
 
 
-def saved_transform(config, run=None):
-    """The `EvalTransform` of a `.keras` file's model config (`_archive_config`), else the
-    one its run recorded (`run`: `settings_beside`), else None.
+def recorded_transform(run):
+    """The `EvalTransform` a run recorded (`run`: its config, `settings_beside`), or None.
 
-    Runs record "eval_transform"; runs of earlier versions their image size and preset.
+    Runs record "eval_transform"; runs of earlier versions (None there, or no key) their
+    image size and preset, whose transform it then is.
     """
-    found = (config.get("config") or {}).get("transform") if isinstance(config, dict) else None
-    if found is None:
-        found = next((layer_config.get("transform") for layer_config in _nested_configs(config)
-                      if layer_config.get("transform")), None)
     run = run or {}
-    if found is None:
-        found = run.get("eval_transform")
-    if found is not None:
+    if run.get("eval_transform") is not None:
         try:
-            return EvalTransform.from_config(found)
+            return EvalTransform.from_config(run["eval_transform"])
         except (TypeError, ValueError):
             return None
     if run.get("image_size") and run.get("preset"):
@@ -219,16 +213,18 @@ def saved_transform(config, run=None):
     return None
 
 
-def _nested_configs(config):
-    """The configs of the models nested in a saved model's config (a ResNet inside the
-    user's Sequential or functional model)."""
-    layers = ((config or {}).get("config") or {}).get("layers") or [] if isinstance(
-        config, dict) else []
-    for layer in layers:
-        inner = layer.get("config") if isinstance(layer, dict) else None
-        if isinstance(inner, dict) and "layers" in inner:
-            yield inner
-            yield from _nested_configs(layer)
+def _archived_transform(config):
+    """The transform in a `.keras` file's model config (`_archive_config`): the model's
+    own, else that of a model nested in it (a ResNet inside the user's model); or None."""
+    inner = config.get("config") if isinstance(config, dict) else None
+    if not isinstance(inner, dict):
+        return None
+    if inner.get("transform") is not None:
+        try:
+            return EvalTransform.from_config(inner["transform"])
+        except (TypeError, ValueError):
+            return None
+    return next(filter(None, map(_archived_transform, inner.get("layers") or [])), None)
 
 
 def resolve_preprocessing(preprocessing, source, spec=None):

@@ -33,7 +33,7 @@ from resnet_tf.metrics import (
 )
 from resnet_tf.models.resnet import build_resnet
 from resnet_tf.models.saving import load_keras_file
-from resnet_tf.models.sources import saved_transform
+from resnet_tf.models.sources import recorded_transform
 from resnet_tf.models.transform import set_transform
 from resnet_tf.runs import CALIBRATION, RunDirectory, read_class_names
 from resnet_tf.schedules import WarmupSchedule
@@ -282,7 +282,7 @@ def _build_model(resolved, data):
 def run_transform(resolved):
     """The run's `EvalTransform`: its config's "eval_transform", or for a run resumed from
     before runs recorded one (None), its preset's at its image size."""
-    return saved_transform({}, resolved.to_dict())
+    return recorded_transform(resolved.to_dict())
 
 
 @dataclasses.dataclass
