@@ -3,6 +3,7 @@
 `decode_image` refuses images above `MAX_IMAGE_PIXELS` with it, so training, evaluation,
 prediction, Grad-CAM and the serving export share one limit against decompression bombs
 (a small file that declares a huge image). Pure TF ops, so the SavedModel carries them.
+Like `preprocessing`'s, these functions are not converted by AutoGraph (`do_not_convert`).
 """
 
 import tensorflow as tf
@@ -13,6 +14,7 @@ MAX_IMAGE_PIXELS = 50_000_000
 _HEADER_BYTES = 32
 
 
+@tf.autograph.experimental.do_not_convert
 def header_shape(contents):
     """(height, width) as int64 scalars read from an image's header; (-1, -1) for other formats.
 
@@ -58,6 +60,7 @@ def header_shape(contents):
     return tf.cond(is_jpeg, jpeg_shape, lambda: (height, width))
 
 
+@tf.autograph.experimental.do_not_convert
 def decoded_pixels(contents):
     """The pixels decoding `contents` allocates (int64 scalar), from headers only; -1
     for an unrecognised format.

@@ -431,6 +431,7 @@ def frozen_network(model, image_size):
     return convert_variables_to_constants_v2(traced)
 
 
+@tf.autograph.experimental.do_not_convert
 def checked_pixels(images, image_size):
     """`images` behind a check that they are `[N, image_size, image_size, 3]`.
 
@@ -448,6 +449,7 @@ def checked_pixels(images, image_size):
         return tf.identity(images)
 
 
+@tf.autograph.experimental.do_not_convert
 def checked_decode(contents, max_image_bytes=MAX_IMAGE_BYTES, max_image_pixels=MAX_IMAGE_PIXELS):
     """`decode_image` behind checks that fail the request with InvalidArgument.
 
