@@ -92,6 +92,31 @@ def run_train(*args, timeout=300, **env):
                           capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT)
 
 
+def train_in_process(*args):
+    """`train.py ARGS` as `resnet_tf.cli.train.main(argv)` in this process, for commands that
+    stop at an error before training: what a subprocess adds is only TensorFlow's start-up.
+    With `--cpu-config tf-defaults`, so the command never restarts itself (`os.execv`).
+    Returns a CompletedProcess with the exit status and what it printed."""
+    import contextlib
+    import io
+    import subprocess
+    import sys
+    from unittest import mock
+
+    from resnet_tf.cli import train as train_cli
+
+    argv = [*map(str, args), "--cpu-config", "tf-defaults"]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
+            mock.patch.object(sys, "argv", [TRAIN, *argv]):  # the name messages give
+        try:
+            status = train_cli.main(argv)
+        except SystemExit as exit_:  # argparse's errors
+            status = exit_.code
+    return subprocess.CompletedProcess(["train.py", *argv], status, stdout.getvalue(),
+                                       stderr.getvalue())
+
+
 def error_line(result, prog="train.py"):
     """The one `<prog>: error: ...` line of a failed command (TF's start-up lines aside)."""
     lines = [line for line in result.stderr.splitlines() if line.startswith(f"{prog}: ")]

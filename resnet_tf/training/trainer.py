@@ -86,6 +86,16 @@ def train(config, options=RunOptions()):
     if options.data_service:
         service_target(options.data_service)  # unreachable: one line within seconds, no files
     run, resolved = resolve_run(config, options)
+    try:
+        return _train(run, resolved, options)
+    except BaseException:
+        # Refused or failed before the run's config.json: the new folder and its .lock go
+        # now, not at the process's exit (a notebook's train() may never exit).
+        run.release_if_unused()
+        raise
+
+
+def _train(run, resolved, options):
     done = _prepare_run(run, resolved, options)
     if done is not None:
         return done

@@ -7,7 +7,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import error_line, run_train
+from conftest import error_line, run_train, train_in_process
 from torch_reference import save_torchvision_resnet18
 
 import resnet_tf  # noqa: F401  (registers the layers and the schedule)
@@ -74,8 +74,8 @@ def test_both_phases_in_one_process(pretrained, target, tmp_path):
     (["--weights", "/no/such/file.pth"], "--weights names nothing that exists"),
 ])
 def test_fine_tuning_errors(target, tmp_path, args, message):
-    result = run_train("--data-dir", target, "--epochs", "2", *FAST, "--out", tmp_path / "r",
-                       *args)
+    result = train_in_process("--data-dir", target, "--epochs", "2", *FAST, "--out",
+                              tmp_path / "r", *args)
     assert result.returncode == 2
     assert message in error_line(result)
 

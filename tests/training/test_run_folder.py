@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from conftest import TRAIN, error_line, run_train, train_env
+from conftest import TRAIN, error_line, run_train, train_env, train_in_process
 
 from resnet_tf.errors import ConfigError
 
@@ -182,15 +182,16 @@ def test_ctrl_c_says_how_to_resume(images, tmp_path):
     (["--devices", "99"], "--devices asks for more CPU devices than cores"),
 ])
 def test_bad_values_are_one_line_errors(images, tmp_path, args, message):
-    result = run_train("--data-dir", images, *FAST, "--out", tmp_path / "run", *args)
+    result = train_in_process("--data-dir", images, *FAST, "--out", tmp_path / "run", *args)
     assert result.returncode == 2
     assert message in error_line(result)
+    assert not (tmp_path / "run").exists()
 
 
 def test_export_dir_that_is_a_file_is_refused_before_training(images, tmp_path):
     (tmp_path / "file").write_text("x")
-    result = run_train("--data-dir", images, "--epochs", "1", "--batch-size", "8",
-                       "--out", tmp_path / "run", "--export-dir", tmp_path / "file")
+    result = train_in_process("--data-dir", images, "--epochs", "1", "--batch-size", "8",
+                              "--out", tmp_path / "run", "--export-dir", tmp_path / "file")
     assert result.returncode == 2
     assert "--export-dir is a file. Received:" in error_line(result)
     assert not (tmp_path / "run" / "history.csv").exists()

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import run_train, train_env
+from conftest import run_train, train_env, train_in_process
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(ROOT, "train.py")
@@ -349,10 +349,10 @@ def _error_cases(tmp):
 
 @pytest.fixture(scope="module")
 def error_results(tmp_path_factory):
+    # In-process: each stops before training, so a subprocess would add only TF's start-up.
     cases = _error_cases(tmp_path_factory.mktemp("errors"))
-    with concurrent.futures.ThreadPoolExecutor(len(cases)) as pool:
-        futures = {name: pool.submit(train, *FAST, *args) for name, (args, _) in cases.items()}
-        return {name: (futures[name].result(), cases[name][1]) for name in cases}
+    return {name: (train_in_process(*FAST, *args), expected)
+            for name, (args, expected) in cases.items()}
 
 
 @pytest.mark.parametrize("case", ["unknown depth", "non-positive epochs", "indivisible batch",
@@ -361,6 +361,8 @@ def error_results(tmp_path_factory):
 def test_user_errors_are_one_line_with_exit_status_2(error_results, case):
     result, expected = error_results[case]
     assert result.returncode == 2, result.stdout + result.stderr
+    out = result.args[result.args.index("--out") + 1]
+    assert not os.path.exists(out), os.listdir(out)  # a refused run leaves no folder
     assert "Traceback" not in result.stderr + result.stdout
     lines = our_stderr_lines(result)
     assert len(lines) == 1, lines
@@ -368,7 +370,7 @@ def test_user_errors_are_one_line_with_exit_status_2(error_results, case):
 
 
 def test_argparse_errors_exit_2():
-    result = train("--optimizer", "lbfgs")
+    result = train_in_process("--optimizer", "lbfgs")
     assert result.returncode == 2 and "invalid choice" in result.stderr
 
 
