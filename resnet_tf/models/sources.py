@@ -201,13 +201,18 @@ def recorded_transform(run):
 
     Runs record "eval_transform"; runs of earlier versions (None there, or no key) their
     image size and preset, whose transform it then is.
+
+    Raises:
+        ValueError: a recorded "eval_transform" that is not a transform's config.
     """
     run = run or {}
     if run.get("eval_transform") is not None:
         try:
             return EvalTransform.from_config(run["eval_transform"])
-        except (TypeError, ValueError):
-            return None
+        except (TypeError, ValueError) as error:  # a hand-edited config.json: say so
+            raise ValueError(
+                f"The run's config.json records a damaged eval_transform: {error} Restore "
+                "it, or delete the key to use the run's preset at its image size.") from None
     if run.get("image_size") and run.get("preset"):
         return EvalTransform.for_preset(run["preset"], run["image_size"])
     return None

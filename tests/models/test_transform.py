@@ -81,3 +81,17 @@ def test_the_centre_crop_follows_torchvision_arithmetic():
     from resnet_tf.data.preprocessing import _centre_offset
 
     assert [int(_centre_offset(extra + 224, 224)) for extra in (9, 11, 10, 0)] == [4, 6, 5, 0]
+
+
+def test_a_damaged_eval_transform_in_a_runs_config_is_one_clear_error():
+    from resnet_tf.export.inference import serving_transform
+    from resnet_tf.models.sources import recorded_transform
+
+    run = {"image_size": 32, "preset": "cifar", "eval_transform": {"mode": "torch"}}
+    model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.GlobalAveragePooling2D()])
+    with pytest.raises(ValueError, match=r"config.json records a damaged eval_transform: Not an "
+                                         r"evaluation transform. Received: \{'mode': 'torch'\}"):
+        serving_transform(model, run=run)
+    # Without the key (a run of an earlier version), the preset's transform at its size.
+    del run["eval_transform"]
+    assert recorded_transform(run) == EvalTransform.for_preset("cifar", 32)
