@@ -83,13 +83,21 @@ def cap_cpu_flags(flags, cap):
     return {f for f in flags if not f.startswith(dropped)}
 
 
-def make_strategy(devices=None):
+def check_divisible(batch_size, replicas):
+    """Raises `ConfigError` unless the global batch splits evenly over the replicas."""
+    if batch_size is not None and batch_size % replicas:
+        raise ConfigError(f"--batch-size {batch_size} is not divisible by the "
+                          f"{replicas} replicas; use a multiple of {replicas}.")
+
+
+def make_strategy(devices=None, batch_size=None):
     """The `tf.distribute` strategy for this process; call before TensorFlow runs any op.
 
     `TF_CONFIG` set: MultiWorkerMirroredStrategy. Otherwise MirroredStrategy over two or
     more visible GPUs, else the default strategy. `devices` selects the first N GPUs; on
     a host without GPUs, N > 1 splits the CPU into N logical devices and mirrors over
     them (slower than one device: it exists to exercise distributed code on any host).
+    `batch_size`, when given, is checked against N CPU devices before they are made.
     """
     import tensorflow as tf
 
@@ -110,9 +118,18 @@ def make_strategy(devices=None):
             raise ConfigError(f"--devices asks for more CPU devices than cores. Received: "
                               f"--devices {devices}; expected at most {cores} on this machine "
                               "without GPUs.")
+        check_divisible(batch_size, devices)
         cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)])
+        try:
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(devices)])
+        except RuntimeError:  # e.g. train() in a notebook that has run TensorFlow already
+            if len(tf.config.list_logical_devices("CPU")) != devices:
+                raise ConfigError(
+                    f"--devices {devices} splits the CPU into {devices} logical devices, which "
+                    "TensorFlow fixes before it runs its first op, and this process has run "
+                    "TensorFlow already. Received: --devices "
+                    f"{devices}; expected a fresh process (train.py) for it.") from None
         return tf.distribute.MirroredStrategy([f"/cpu:{i}" for i in range(devices)])
     if multi_worker:
         return tf.distribute.MultiWorkerMirroredStrategy()

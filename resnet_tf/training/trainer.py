@@ -49,6 +49,7 @@ from resnet_tf.training.config import architecture, model_kwargs, resolve
 from resnet_tf.training.cpu_tuning import apply_threads, describe_cpu_config, run_cpu_config
 from resnet_tf.training.distill import install_distillation
 from resnet_tf.training.distribute import (
+    check_divisible,
     is_chief,
     make_strategy,
     resolve_precision,
@@ -166,11 +167,8 @@ def _start_tensorflow(resolved, options):
     if cpu is not None:
         apply_threads(cpu)
         options = dataclasses.replace(options, steps_per_execution=cpu["steps_per_execution"])
-    strategy = make_strategy(options.devices)
-    replicas = strategy.num_replicas_in_sync
-    if resolved.batch_size % replicas:
-        raise ConfigError(f"--batch-size {resolved.batch_size} is not divisible by the "
-                          f"{replicas} replicas; use a multiple of {replicas}.")
+    strategy = make_strategy(options.devices, resolved.batch_size)
+    check_divisible(resolved.batch_size, strategy.num_replicas_in_sync)
     precision, reason = resolve_precision(resolved.precision)
     keras.utils.set_random_seed(resolved.seed)
     if resolved.deterministic:

@@ -369,6 +369,20 @@ def test_user_errors_are_one_line_with_exit_status_2(error_results, case):
     assert lines[0].startswith("train.py: error: ") and expected in lines[0], lines[0]
 
 
+def test_devices_after_tensorflow_has_run_is_one_line(image_dir, tmp_path):
+    # train() in a notebook that has used TensorFlow: the CPU's logical devices are fixed.
+    import tensorflow as tf
+
+    tf.constant(1.0) + 1.0  # TensorFlow has run (one logical CPU device in this process)
+    out = tmp_path / "run"
+    result = train_in_process("--data-dir", image_dir, *FAST, "--devices", 2, "--out", out)
+    assert result.returncode == 2
+    line = our_stderr_lines(result)[0]
+    assert "this process has run TensorFlow already. Received: --devices 2; expected a " \
+           "fresh process (train.py)" in line, line
+    assert not out.exists()
+
+
 def test_argparse_errors_exit_2():
     result = train_in_process("--optimizer", "lbfgs")
     assert result.returncode == 2 and "invalid choice" in result.stderr
