@@ -103,9 +103,12 @@ def train_in_process(*args):
     import sys
     from unittest import mock
 
+    import keras
+
     from resnet_tf.cli import train as train_cli
 
     argv = [*map(str, args), "--cpu-config", "tf-defaults"]
+    policy = keras.mixed_precision.global_policy()  # a run sets its precision process-wide
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr), \
             mock.patch.object(sys, "argv", [TRAIN, *argv]):  # the name messages give
@@ -113,6 +116,8 @@ def train_in_process(*args):
             status = train_cli.main(argv)
         except SystemExit as exit_:  # argparse's errors
             status = exit_.code
+        finally:
+            keras.mixed_precision.set_global_policy(policy)
     return subprocess.CompletedProcess(["train.py", *argv], status, stdout.getvalue(),
                                        stderr.getvalue())
 

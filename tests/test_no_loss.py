@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import error_line, run_train
+from conftest import error_line, train_in_process
 
 from resnet_tf.errors import ConfigError
 
@@ -89,11 +89,11 @@ def test_overwrite_deletes_only_the_files_the_run_wrote(tmp_path):
 def test_overwrite_advice_is_not_given_for_a_folder_without_a_run(images, tmp_path):
     project = _user_project(str(tmp_path / "userproj"))
     before = snapshot(project)
-    plain = run_train("--data-dir", images, *FAST, "--out", project)
+    plain = train_in_process("--data-dir", images, *FAST, "--out", project)
     assert plain.returncode == 2
     assert "holds no run (no config.json); choose another --out" in error_line(plain)
     assert "pass --overwrite" not in error_line(plain)
-    overwrite = run_train("--data-dir", images, *FAST, "--out", project, "--overwrite")
+    overwrite = train_in_process("--data-dir", images, *FAST, "--out", project, "--overwrite")
     assert overwrite.returncode == 2
     assert "--overwrite replaces only a run's own files" in error_line(overwrite)
     assert snapshot(project) == before  # no .lock either
@@ -102,11 +102,11 @@ def test_overwrite_advice_is_not_given_for_a_folder_without_a_run(images, tmp_pa
 def test_out_inside_data_dir_leaves_no_lock_and_no_folder(image_folder_factory, tmp_path):
     data = image_folder_factory(per_class=4, size=8)
     before = snapshot(data)
-    result = run_train("--data-dir", data, *FAST, "--out", os.path.join(data, "run"))
+    result = train_in_process("--data-dir", data, *FAST, "--out", os.path.join(data, "run"))
     assert result.returncode == 2
     assert "no image files" in error_line(result)
     assert snapshot(data) == before
-    again = run_train("--data-dir", data, *FAST, "--out", tmp_path / "run")
+    again = train_in_process("--data-dir", data, *FAST, "--out", tmp_path / "run")
     assert again.returncode == 0, again.stderr[-3000:]  # the data still works
 
 

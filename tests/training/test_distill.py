@@ -4,7 +4,7 @@ EMA teacher's predictions on the batch and its mirror images."""
 import keras
 import numpy as np
 import pytest
-from conftest import error_line, run_train
+from conftest import error_line, train_in_process
 
 from resnet_tf import build_resnet
 from resnet_tf.training.distill import install_distillation
@@ -50,7 +50,7 @@ def test_the_loss_learns_from_the_teachers_flip_averaged_predictions():
     (["--distill", "1.5"], "--distill"),
 ])
 def test_distillation_without_its_teacher_is_refused(flags, message, tmp_path):
-    result = run_train("--dataset", "synthetic", "--depth", "20", "--epochs", "1",
-                       "--out", tmp_path / "r", *flags)
+    result = train_in_process("--dataset", "synthetic", "--depth", "20", "--epochs", "1",
+                              "--out", tmp_path / "r", *flags)
     assert result.returncode == 2 and message in error_line(result)
     assert not (tmp_path / "r").exists()

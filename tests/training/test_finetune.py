@@ -81,8 +81,8 @@ def test_fine_tuning_errors(target, tmp_path, args, message):
 
 
 def test_weights_of_another_architecture_name_the_layer(pretrained, target, tmp_path):
-    result = run_train("--data-dir", target, "--weights", pretrained, "--depth", "32",
-                       "--epochs", "1", *FAST, "--out", tmp_path / "r")
+    result = train_in_process("--data-dir", target, "--weights", pretrained, "--depth", "32",
+                              "--epochs", "1", *FAST, "--out", tmp_path / "r")
     assert result.returncode == 2
     assert "does not fit the network at layer" in error_line(result)
 

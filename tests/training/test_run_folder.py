@@ -100,7 +100,7 @@ def test_missing_backup_is_refused_not_silently_restarted(finished, images, tmp_
     out = _half_finished(finished, tmp_path, rows=2)
     shutil.rmtree(out / "backup")
     history = (out / "history.csv").read_text()
-    result = run_train("--data-dir", images, *FAST, "--out", out)
+    result = train_in_process("--data-dir", images, *FAST, "--out", out)
     assert result.returncode == 2
     assert "2 finished epoch(s) but there is no backup state" in error_line(result)
     assert (out / "history.csv").read_text() == history  # nothing overwritten
@@ -116,7 +116,7 @@ def test_damaged_run_files_are_one_line_errors(finished, images, tmp_path, damag
         (out / "backup" / "training_metadata.json").write_text("{not json")
     if damage == "history":
         (out / "history.csv").write_text("epoch,loss\n1,abc\n")
-    result = run_train("--data-dir", images, *FAST, "--out", out)
+    result = train_in_process("--data-dir", images, *FAST, "--out", out)
     assert result.returncode == 2
     expected = {"weights": "latest.weights.h5 is damaged",
                 "metadata": "training_metadata.json is damaged",
@@ -132,7 +132,7 @@ def test_resume_with_other_classes_is_refused_before_writing(finished, image_fol
     config["config"]["data_dir"] = fewer
     (out / "config.json").write_text(json.dumps(config))
     before = {name: (out / name).read_bytes() for name in ("config.json", "classes.txt")}
-    result = run_train("--data-dir", fewer, *FAST, "--out", out)
+    result = train_in_process("--data-dir", fewer, *FAST, "--out", out)
     assert result.returncode == 2
     assert "was trained on other classes" in error_line(result)
     assert {name: (out / name).read_bytes() for name in before} == before
@@ -140,8 +140,9 @@ def test_resume_with_other_classes_is_refused_before_writing(finished, image_fol
 
 def test_divergence_stops_without_export_and_keeps_the_run_resumable(images, tmp_path):
     out = tmp_path / "run"
-    result = run_train("--data-dir", images, "--epochs", "2", "--batch-size", "8", "--lr", "1e30",
-                       "--warmup-epochs", "0", "--precision", "float32", "--out", out)
+    result = train_in_process("--data-dir", images, "--epochs", "2", "--batch-size", "8",
+                              "--lr", "1e30", "--warmup-epochs", "0", "--precision", "float32",
+                              "--out", out)
     assert result.returncode == 2
     assert "Training diverged: the loss of epoch 1 is nan" in error_line(result)
     assert not (out / "export").exists() and not (out / "history.csv").exists()

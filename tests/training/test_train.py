@@ -196,8 +196,8 @@ def test_finished_run_is_not_retrained(finished_run, image_dir):
 def test_different_configuration_is_refused(finished_run, image_dir):
     out, _ = finished_run
     before = snapshot(out)
-    result = train("--data-dir", image_dir, "--epochs", 3, "--batch-size", 16, "--lr", 0.8,
-                   "--out", out)
+    result = train_in_process("--data-dir", image_dir, "--epochs", 3, "--batch-size", 16,
+                              "--lr", 0.8, "--out", out)
     assert result.returncode == 2
     [line] = our_stderr_lines(result)
     assert line.startswith("train.py: error: ") and "--overwrite" in line
