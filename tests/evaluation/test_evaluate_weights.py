@@ -3,7 +3,9 @@ a published weights file is evaluated on an ImageNet-layout folder with the entr
 transform and the 1000 ImageNet classes, a folder holding some of them scored against the
 model's own indices."""
 
+import contextlib
 import importlib.util
+import io
 import json
 
 import numpy as np
@@ -49,11 +51,19 @@ def _evaluate(model, folder, out):
     return json.loads((out / "metrics.json").read_text())
 
 
-def test_a_published_file_evaluates_with_its_entry_transform_and_imagenet_classes(
-        published_file, imagenet_folder, tmp_path, capsys):
-    metrics = _evaluate(published_file, imagenet_folder, tmp_path / "out")
+@pytest.fixture(scope="module")
+def by_file(published_file, imagenet_folder, tmp_path_factory):
+    """The published file's evaluation and what the command printed."""
+    out = tmp_path_factory.mktemp("by_file")
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        metrics = _evaluate(published_file, imagenet_folder, out)
+    return metrics, printed.getvalue()
+
+
+def test_a_published_file_evaluates_with_its_entry_transform_and_imagenet_classes(by_file):
+    metrics, printed = by_file
     assert metrics["transform"] == registry.WEIGHTS[ENTRY].preprocessing.get_config()
-    assert "resize 256 (bilinear), centre crop 224" in capsys.readouterr().out
+    assert "resize 256 (bilinear), centre crop 224" in printed
     names = registry.imagenet_classes()[1]
     assert len(metrics["class_names"]) == 1000 and metrics["class_names"][281] == names[281]
     assert metrics["examples"] == 6
@@ -63,9 +73,9 @@ def test_a_published_file_evaluates_with_its_entry_transform_and_imagenet_classe
     assert sum(row["support"] for row in metrics["per_class"].values()) == 6
 
 
-def test_a_registered_name_is_the_same_evaluation(published_file, imagenet_folder, tmp_path,
-                                                  monkeypatch):
-    by_file = _evaluate(published_file, imagenet_folder, tmp_path / "file")
+def test_a_registered_name_is_the_same_evaluation(by_file, published_file, imagenet_folder,
+                                                  tmp_path, monkeypatch):
+    by_file = by_file[0]
     # No internet here: the entry's download is the file already fetched.
     monkeypatch.setattr(registry, "download_weights", lambda name, **build: (str(published_file),))
     by_name = _evaluate(ENTRY, imagenet_folder, tmp_path / "name")

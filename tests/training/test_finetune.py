@@ -20,7 +20,7 @@ def pretrained(image_folder_factory, tmp_path_factory):
     """A 1-epoch run on three classes, the source of the fine-tuning tests."""
     images = image_folder_factory(classes=("cat", "dog", "fish"), per_class=10, size=8)
     out = tmp_path_factory.mktemp("runs") / "source"
-    result = run_train("--data-dir", images, "--epochs", "1", *FAST, "--out", out)
+    result = train_in_process("--data-dir", images, "--epochs", "1", *FAST, "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     return out
 
@@ -50,7 +50,7 @@ def test_head_phase_keeps_the_backbone_then_fine_tuning_resumes(pretrained, targ
     config = json.loads((out / "config.json").read_text())["config"]
     assert (config["depth"], config["image_size"], config["stem"]) == (20, 8, "cifar")
 
-    resumed = run_train(*args)
+    resumed = train_in_process(*args)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "Epoch 1/2" not in resumed.stdout and "Epoch 2/2" in resumed.stdout
     rows = (out / "history.csv").read_text().splitlines()[1:]
@@ -61,8 +61,8 @@ def test_head_phase_keeps_the_backbone_then_fine_tuning_resumes(pretrained, targ
 
 def test_both_phases_in_one_process(pretrained, target, tmp_path):
     out = tmp_path / "run"
-    result = run_train("--data-dir", target, "--weights", pretrained, "--freeze-epochs", "1",
-                       "--epochs", "2", *FAST, "--out", out)
+    result = train_in_process("--data-dir", target, "--weights", pretrained, "--freeze-epochs",
+                              "1", "--epochs", "2", *FAST, "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = (out / "history.csv").read_text().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == ["1", "2"]
@@ -163,8 +163,8 @@ def test_a_published_file_fine_tunes_and_its_run_keeps_the_transform(target, tmp
     # The name torchvision publishes it under: the entry's transform (resize 256 for 224).
     path = save_torchvision_resnet18(tmp_path / "resnet18-f37072fd.pth")
     out = tmp_path / "run"
-    result = run_train("--data-dir", target, "--weights", path, "--image-size", "72",
-                       "--epochs", "1", *FAST, "--out", out)
+    result = train_in_process("--data-dir", target, "--weights", path, "--image-size", "72",
+                              "--epochs", "1", *FAST, "--out", out)
     assert result.returncode == 0, result.stderr[-3000:]
     expected = dict(mode="torch", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225],
                     resize=82, crop=72, interpolation="bilinear")  # floor(72 * 256 / 224)

@@ -7,7 +7,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import run_train
+from conftest import run_train, train_in_process
 
 import resnet_tf  # noqa: F401  (registers the layers and the schedule)
 
@@ -19,12 +19,12 @@ def images(image_folder_factory):
 
 def test_toolbox_flags_reach_model_optimizer_and_run_folder(images, tmp_path):
     out = tmp_path / "run"
-    result = run_train("--data-dir", images, "--epochs", "1", "--batch-size", "8",
-                       "--precision", "float32", "--out", out, "--ema", "0.9",
-                       "--loss", "bce", "--optimizer", "lamb", "--grad-clip", "1",
-                       "--dropout", "0.2", "--se-ratio", "0.25", "--zero-init-residual",
-                       "--shortcut", "B", "--tta", "flip", "--augment", "augmix",
-                       "--cutmix", "1.0", "--random-erasing", "0.25")
+    result = train_in_process("--data-dir", images, "--epochs", "1", "--batch-size", "8",
+                              "--precision", "float32", "--out", out, "--ema", "0.9",
+                              "--loss", "bce", "--optimizer", "lamb", "--grad-clip", "1",
+                              "--dropout", "0.2", "--se-ratio", "0.25", "--zero-init-residual",
+                              "--shortcut", "B", "--tta", "flip", "--augment", "augmix",
+                              "--cutmix", "1.0", "--random-erasing", "0.25")
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((out / "config.json").read_text())["config"]
     assert {k: config[k] for k in ("ema", "loss", "optimizer", "grad_clip", "dropout", "tta")} == {
