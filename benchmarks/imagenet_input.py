@@ -128,10 +128,7 @@ def arms(folder, shards, quick):  # noqa: C901 - one arm per nested function
             image = decode_image(tf.io.read_file(path))
             return preprocess_for_train(image, SIZE, "imagenet"), label
 
-        ds = (tf.data.Dataset.from_tensor_slices((files, labels)).shuffle(len(files))
-              .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-              .batch(BATCH, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-        return _tf_arm(ds)
+        return batches(parse)
 
     def decode_only():
         ds = (tf.data.Dataset.from_tensor_slices(files).shuffle(len(files))
@@ -141,44 +138,34 @@ def arms(folder, shards, quick):  # noqa: C901 - one arm per nested function
               .batch(BATCH).prefetch(tf.data.AUTOTUNE))
         return _tf_arm(ds.map(lambda heights: (heights, heights)))
 
+    def batches(parse):
+        return _tf_arm(tf.data.Dataset.from_tensor_slices((files, labels)).shuffle(len(files))
+                       .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+                       .batch(BATCH, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+
+    def crop_window(path, min_object_covered, **decode):
+        # The Model Garden's random-resized crop: drawn from the header, only it decoded.
+        encoded = tf.io.read_file(path)
+        begin, size, _ = tf.image.sample_distorted_bounding_box(
+            tf.image.extract_jpeg_shape(encoded), tf.constant([[[0.0, 0.0, 1.0, 1.0]]]),
+            min_object_covered=min_object_covered, aspect_ratio_range=(3 / 4, 4 / 3),
+            area_range=(0.08, 1.0), max_attempts=10, use_image_if_no_bounding_boxes=True)
+        window = tf.stack([begin[0], begin[1], size[0], size[1]])
+        return tf.image.decode_and_crop_jpeg(encoded, window, channels=3, **decode)
+
     def least_work():
         # The floor of any CPU path that batches 224 px crops: decode the crop window and
         # resize it, nothing else (no flip, no normalization, no float32, no error skipping).
         def parse(path, label):
-            encoded = tf.io.read_file(path)
-            shape = tf.image.extract_jpeg_shape(encoded)
-            begin, size, _ = tf.image.sample_distorted_bounding_box(
-                shape, tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), min_object_covered=0.0,
-                aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
-                use_image_if_no_bounding_boxes=True)
-            window = tf.stack([begin[0], begin[1], size[0], size[1]])
-            image = tf.image.decode_and_crop_jpeg(encoded, window, channels=3, dct_method=DCT)
-            return tf.cast(tf.round(tf.image.resize(image, [SIZE, SIZE])), tf.uint8), label
-
-        ds = (tf.data.Dataset.from_tensor_slices((files, labels)).shuffle(len(files))
-              .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-              .batch(BATCH, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-        return _tf_arm(ds)
+            image = tf.image.resize(crop_window(path, 0.0, dct_method=DCT), [SIZE, SIZE])
+            return tf.cast(tf.round(image), tf.uint8), label
+        return batches(parse)
 
     def model_garden():
-        def parse(path, label):
-            encoded = tf.io.read_file(path)
-            shape = tf.image.extract_jpeg_shape(encoded)
-            begin, size, _ = tf.image.sample_distorted_bounding_box(
-                shape, tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), min_object_covered=0.1,
-                aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
-                use_image_if_no_bounding_boxes=True)
-            y, x, _ = tf.unstack(begin)
-            h, w, _ = tf.unstack(size)
-            image = tf.image.decode_and_crop_jpeg(encoded, tf.stack([y, x, h, w]), channels=3)
-            image = tf.image.resize(image, [SIZE, SIZE])
-            image = tf.image.random_flip_left_right(image)
-            return normalize(image), label
-
-        ds = (tf.data.Dataset.from_tensor_slices((files, labels)).shuffle(len(files))
-              .map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-              .batch(BATCH, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-        return _tf_arm(ds)
+        def parse(path, label):  # its defaults: the fast DCT, 10 % of the image at least
+            image = tf.image.resize(crop_window(path, 0.1), [SIZE, SIZE])
+            return normalize(tf.image.random_flip_left_right(image)), label
+        return batches(parse)
 
     result = {
         "decode only (tf.data, whole image)": decode_only,
