@@ -183,7 +183,8 @@ class RunDirectory:
 
         An exclusive `flock` on `<run>/.lock`, which the kernel drops when the process
         ends however it ends (kill -9 included), so a dead run never blocks the next.
-        Held until the process exits; asking again in the same process is a no-op.
+        Held until `unlock` or the process's exit; asking again in the same process is a
+        no-op.
         """
         if self.path in _HELD_LOCKS:
             return
@@ -206,6 +207,14 @@ class RunDirectory:
         if not _HELD_LOCKS:
             atexit.register(release_unused_folders)
         _HELD_LOCKS[self.path] = fd
+
+    def unlock(self):
+        """Ends this process's hold of the run (`lock`), so another process may write it;
+        a folder that holds no run goes first (`release_if_unused`)."""
+        self.release_if_unused()
+        fd = _HELD_LOCKS.pop(self.path, None)
+        if fd is not None:
+            os.close(fd)
 
     def release_if_unused(self):
         """Undoes `check_writable` and `lock` of a command that wrote no run here (it was

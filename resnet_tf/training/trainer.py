@@ -89,11 +89,11 @@ def train(config, options=RunOptions()):
     run, resolved = resolve_run(config, options)
     try:
         return _train(run, resolved, options)
-    except BaseException:
-        # Refused or failed before the run's config.json: the new folder and its .lock go
-        # now, not at the process's exit (a notebook's train() may never exit).
-        run.release_if_unused()
-        raise
+    finally:
+        # Written, refused or failed, the run is free for the next process now, not at this
+        # one's exit (a notebook's kernel may never exit); a new folder that holds no run
+        # goes with its .lock.
+        run.unlock()
 
 
 def _train(run, resolved, options):

@@ -4,6 +4,7 @@ Each test reproduces one reported defect with a tiny ResNet-20 run on generated 
 """
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -94,6 +95,20 @@ def test_second_writer_of_a_run_folder_stops_at_once_naming_the_first(images, tm
     # A killed holder leaves no stuck lock: the next run resumes (here: starts) normally.
     third = run_train("--data-dir", images, *FAST, "--epochs", "4", "--out", out)
     assert third.returncode == 0, third.stderr[-3000:]
+
+
+def test_train_returns_the_run_free_for_the_next_process(images, tmp_path):
+    # train() in a notebook, then train.py in a terminal on the same folder: not "in use".
+    import fcntl
+
+    out = tmp_path / "run"
+    assert train_in_process("--data-dir", images, *FAST, "--epochs", "1",
+                            "--out", out).returncode == 0
+    fd = os.open(out / ".lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while still held
+    finally:
+        os.close(fd)
 
 
 def test_missing_backup_is_refused_not_silently_restarted(finished, images, tmp_path):
