@@ -10,7 +10,7 @@ import json
 import os
 
 import pytest
-from conftest import run_train
+from conftest import run_train, train_in_process
 
 ARGS = ["--epochs", "2", "--batch-size", "8", "--precision", "float32"]
 POINTS = [
@@ -63,7 +63,7 @@ def test_killed_run_resumes_to_exactly_one_complete_run(images, tmp_path, point)
 
 def test_kill_during_overwrite_keeps_the_users_files_and_exports_the_new_model(images, tmp_path):
     out = tmp_path / "run"
-    first = run_train("--data-dir", images, *ARGS, "--epochs", "1", "--out", out)
+    first = train_in_process("--data-dir", images, *ARGS, "--epochs", "1", "--out", out)
     assert first.returncode == 0, first.stderr[-3000:]
     mine = {out / "logs" / "server.log": "up", out / "backup" / "thesis.docx": "chapter 1",
             out / "export" / "notes.txt": "v1 is in production"}

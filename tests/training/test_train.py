@@ -313,7 +313,7 @@ def test_learning_rate_continues_after_resume(resumed_run):
 def test_overwrite_starts_the_run_again(resumed_run):
     out, args, *_ = resumed_run
     args = [a if a != 4 else 1 for a in args]  # --epochs 1
-    result = train(*args, "--overwrite")
+    result = train_in_process(*args, "--overwrite")
     assert result.returncode == 0, result.stdout + result.stderr
     assert [row["epoch"] for row in history(out)] == ["1"]
     with open(os.path.join(out, "config.json")) as f:
