@@ -8,6 +8,8 @@ import contextlib
 import json
 import math
 import os
+import signal
+import threading
 
 import keras
 import numpy as np
@@ -278,6 +280,51 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
                 "was exported. Received: a non-finite loss or weights; expected finite ones. "
                 "Lower --lr or --wd (or add --warmup-epochs) and pass --overwrite, or rerun as "
                 "it is to retry from the last finished epoch.")
+
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    """Ctrl-C stops training at the end of the current batch; a second Ctrl-C at once.
+
+    Python turns SIGINT into a KeyboardInterrupt at the next bytecode; when that bytecode
+    belongs to a finalizer (TensorFlow frees traced functions in `__del__`, often while the
+    first step is traced), the exception is printed as "ignored", with a traceback, and
+    training went on. While `fit` runs, the first SIGINT is only recorded here and raised
+    after the batch; a second one goes to the handler from before `fit`.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.interrupted = False
+        self._previous = None
+
+    def on_train_begin(self, logs=None):
+        # Only the main thread may set handlers; an ignored SIGINT (nohup) stays ignored.
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
+            self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self, signum, frame):
+        if not self.interrupted:
+            self.interrupted = True
+        elif callable(self._previous):
+            self._previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    def _check(self, *args, **kwargs):
+        if self.interrupted:
+            raise KeyboardInterrupt
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = _check
+
+    def on_train_end(self, logs=None):
+        self.restore()
+
+    def restore(self):
+        """Puts back the SIGINT handler from before `fit` (also when `fit` raised)."""
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 class MidEpochFault(keras.callbacks.Callback):

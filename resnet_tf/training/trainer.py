@@ -43,6 +43,7 @@ from resnet_tf.training.callbacks import (
     MidEpochFault,
     ModelEMA,
     RunRecorder,
+    StopOnInterrupt,
     StopOnNonFiniteLoss,
 )
 from resnet_tf.training.config import architecture, model_kwargs, resolve
@@ -260,9 +261,15 @@ def _fit(model, resolved, data, run, session, callbacks, peak_lr):
             _compile(model, resolved, data, phase, options)
         work_around_keras_distributed_fit(model, session.strategy, train_ds)
         phase_backup = backup if phase.backup is None else os.path.join(backup, phase.backup)
-        model.fit(train_ds, validation_data=val_ds, epochs=phase.end,
-                  initial_epoch=phase.start, verbose=verbose, shuffle=False,
-                  callbacks=callbacks(phase_backup))
+        interrupt = StopOnInterrupt()
+        try:
+            model.fit(train_ds, validation_data=val_ds, epochs=phase.end,
+                      initial_epoch=phase.start, verbose=verbose, shuffle=False,
+                      callbacks=[*callbacks(phase_backup), interrupt])
+        finally:
+            interrupt.restore()
+        if interrupt.interrupted:  # swallowed after the last batch: stop before what follows
+            raise KeyboardInterrupt
 
 
 def _build_model(resolved, data):
@@ -361,6 +368,9 @@ def _compile(model, resolved, data, phase, options):
         jit_compile=bool(visible_gpus()),
         steps_per_execution=options.steps_per_execution or 1,
     )
+    # Built now, not by the first training step: tf.function traces a step that creates
+    # variables twice (once to create them), which doubled every run's start-up tracing.
+    model.optimizer.build(model.trainable_variables)
 
 
 def _final_metrics(model, data, history, monitor, resolved, run):

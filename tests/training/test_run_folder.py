@@ -187,6 +187,27 @@ def test_ctrl_c_says_how_to_resume(images, tmp_path):
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
 
 
+def test_a_ctrl_c_python_swallows_still_stops_training_after_the_batch():
+    # SIGINT during a finalizer (`__del__`) is a KeyboardInterrupt Python prints and drops.
+    from resnet_tf.training.callbacks import StopOnInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    stop = StopOnInterrupt()
+    stop.on_train_begin()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)  # the first: recorded, nothing raised yet
+        time.sleep(0.01)
+        assert stop.interrupted
+        with pytest.raises(KeyboardInterrupt):
+            stop.on_train_batch_end(0)
+        with pytest.raises(KeyboardInterrupt):  # the second: the handler from before, at once
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGINT) is before
+
+
 @pytest.mark.parametrize("args, message", [
     (["--seed", "-1"], "--seed is out of range"),
     (["--split-seed", "-1"], "--split-seed is out of range"),
