@@ -191,21 +191,30 @@ def test_a_ctrl_c_python_swallows_still_stops_training_after_the_batch():
     # SIGINT during a finalizer (`__del__`) is a KeyboardInterrupt Python prints and drops.
     from resnet_tf.training.callbacks import StopOnInterrupt
 
-    before = signal.getsignal(signal.SIGINT)
-    stop = StopOnInterrupt()
-    stop.on_train_begin()
+    inherited = signal.getsignal(signal.SIGINT)  # ignored when pytest runs in the background
     try:
-        os.kill(os.getpid(), signal.SIGINT)  # the first: recorded, nothing raised yet
-        time.sleep(0.01)
-        assert stop.interrupted
-        with pytest.raises(KeyboardInterrupt):
-            stop.on_train_batch_end(0)
-        with pytest.raises(KeyboardInterrupt):  # the second: the handler from before, at once
-            os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+        stop = StopOnInterrupt()
+        stop.on_train_begin()
+        try:
+            os.kill(os.getpid(), signal.SIGINT)  # the first: recorded, nothing raised yet
+            time.sleep(0.01)
+            assert stop.interrupted
+            with pytest.raises(KeyboardInterrupt):
+                stop.on_train_batch_end(0)
+            with pytest.raises(KeyboardInterrupt):  # the second: the handler from before
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+        finally:
+            stop.restore()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # nohup: an ignored Ctrl-C stays ignored
+        ignoring = StopOnInterrupt()
+        ignoring.on_train_begin()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        ignoring.restore()
     finally:
-        stop.restore()
-    assert signal.getsignal(signal.SIGINT) is before
+        signal.signal(signal.SIGINT, inherited)
 
 
 @pytest.mark.parametrize("args, message", [
