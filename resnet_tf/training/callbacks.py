@@ -317,11 +317,9 @@ class StopOnInterrupt(keras.callbacks.Callback):
 
     on_train_batch_end = on_test_batch_end = on_epoch_end = _check
 
-    def on_train_end(self, logs=None):
-        self.restore()
-
     def restore(self):
-        """Puts back the SIGINT handler from before `fit` (also when `fit` raised)."""
+        """Puts back the SIGINT handler from before `fit`: the caller's step after `fit`
+        returns or raises (a callback's `on_train_end` is skipped when it raises)."""
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
             self._previous = None
