@@ -2,10 +2,17 @@
 
 - `<!-- readme -->` is replaced by README.md, so the front page has one owner.
 - `<!-- weights-table -->` is the registry's table (`resnet_tf.models.registry.list_weights`).
+- `<!-- recipes-table -->` is the recipes' table (`resnet_tf.training.recipes.RECIPES`).
 - `<!-- results: NAME -->` renders `benchmarks/results/NAME.json`;
   `<!-- results-of: QUESTION ... -->` renders every result file of those questions that no
   `results:` marker names; `<!-- results-index -->` lists every file in benchmarks/results
   and renders the JSON files that no other marker shows, so a file added later appears.
+- `{{ NAME | ROW | COLUMN }}` anywhere in a page's prose is one cell of
+  `benchmarks/results/NAME.json`: the row holding every cell that ROW lists (joined by
+  " & "; whole cells, or else cells that start with them), in the column named COLUMN; `{{ NAME | CAPTION | ROW | COLUMN }}` first picks the
+  tables whose caption contains CAPTION. A figure in prose is therefore read from its
+  result file, never typed: a reference that matches no cell, or more than one, fails the
+  build. In a code span (after a backtick) it is left as it is.
 - Repository files outside docs/ that pages link to (notebooks, benchmarks/results,
   benchmarks/README.md) are copied into the site at their repository paths, so a page
   links them as the README does and `mkdocs build --strict` checks those links too.
@@ -35,9 +42,12 @@ TABLE_KEYS = {"caption": str, "columns": list, "rows": list}
 # A marker is a line of its own, so a page can quote one in a code span.
 _README = re.compile(r"^<!-- readme -->$", re.M)
 _WEIGHTS = re.compile(r"^<!-- weights-table -->$", re.M)
+_RECIPES = re.compile(r"^<!-- recipes-table -->$", re.M)
 _RESULT = re.compile(r"^<!-- results: ([\w.-]+) -->$", re.M)
 _RESULTS_OF = re.compile(r"^<!-- results-of: ([\w -]+?) -->$", re.M)
 _INDEX = re.compile(r"^<!-- results-index -->$", re.M)
+# `{{ NAME | [CAPTION |] ROW | COLUMN }}`, not right after a backtick (a quoted one).
+_REFERENCE = re.compile(r"(?<!`)\{\{([^{}]+)\}\}")
 _NUMERIC = re.compile(r"^[*+\-−]*[\d][\d.,]*\s*(%|x|ms|s|min|KB|MB|h)?\**$")
 
 # Which page shows each result file, filled in on_files from every page's markers.
@@ -78,11 +88,12 @@ def on_files(files, config):
 def on_page_markdown(markdown, page, config, files):
     markdown = _README.sub(lambda m: _readme(), markdown)
     markdown = _WEIGHTS.sub(lambda m: weights_table(), markdown)
+    markdown = _RECIPES.sub(lambda m: recipes_table(), markdown)
     depth = page.file.src_uri.count("/")
     markdown = _RESULT.sub(lambda m: render_result(_load(m.group(1)), m.group(1), depth), markdown)
     markdown = _RESULTS_OF.sub(lambda m: _render_questions(m.group(1).split(), depth), markdown)
     markdown = _INDEX.sub(lambda m: _results_index(depth), markdown)
-    return markdown
+    return _REFERENCE.sub(lambda m: cell_of(m.group(1), page.file.src_uri), markdown)
 
 
 def _readme():
@@ -121,6 +132,39 @@ def weights_table():
         build = ", ".join(f"{key}={value!r}" for key, value in entry.build.items())
         lines.append(f"| `{entry.name}` | {entry.source} | {entry.licence} | {top1} | "
                      f"{preprocessing(entry.preprocessing)} | {build} |")
+    return "\n".join(lines)
+
+
+# -- recipes ---------------------------------------------------------------------------
+
+def recipes_table():
+    """`RECIPES` as a Markdown table: each recipe's own description and the values it sets."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+    from resnet_tf.training.recipes import RECIPES
+
+    def values(r):
+        lr, wd = r["lr_wd"][r["optimizer"]]
+        parts = [f"ResNet-{r['depth']}", f"{r['epochs']} epochs",
+                 f"{r['optimizer']} lr {lr:g} per 256, wd {wd:g}",
+                 f"{r['warmup_epochs']} warmup epoch{'s' if r['warmup_epochs'] != 1 else ''}",
+                 f"label smoothing {r['label_smoothing']:g}", f"{r['loss']} loss",
+                 f"augment {r['augment']}"]
+        parts += [f"{name} {r[key]:g}" for key, name in (
+            ("mixup", "MixUp"), ("cutmix", "CutMix"), ("random_erasing", "random erasing"),
+            ("ema", "weight EMA")) if r[key]]
+        if r["preset"] == "cifar":
+            parts.append(f"pad-crop-flip, {r['crop_padding']} px padding")
+        if r["train_size"]:
+            parts.append(f"{r['train_size']} px training crops")
+        if r["stem"]:
+            parts.append(f"{r['stem']} stem")
+        if r["tta"] != "none":
+            parts.append(f"{r['tta']} TTA")
+        return ", ".join(parts)
+
+    lines = ["| recipe | what | values |", "|---|---|---|"]
+    lines += [f"| `{name}` | {_cell(r['description'])} | {values(r)} |" for name, r in RECIPES.items()]
     return "\n".join(lines)
 
 
@@ -166,6 +210,48 @@ def _check(result, where):
         for j, row in enumerate(table["rows"]):
             if not isinstance(row, list) or len(row) != width:
                 fail(f"Received: tables[{i}].rows[{j}]={row!r}; expected a list of {width} cells")
+
+
+def _plain(value):
+    """A cell as prose reads it: no bold, no code quotes, no surrounding space."""
+    return "" if value is None else str(value).replace("**", "").replace("`", "").strip()
+
+
+def cell_of(reference, page="a page"):
+    """The cell `NAME | [CAPTION |] ROW | COLUMN` names (see the module's docstring)."""
+    quoted = "{{" + reference + "}}"
+    parts = [part.strip() for part in reference.split("|")]
+    if len(parts) not in (3, 4) or not all(parts):
+        raise PluginError(f"{page}: a result reference has {len(parts)} parts. Received: "
+                          f"{quoted}; expected {{{{ NAME | ROW | COLUMN }}}} or "
+                          f"{{{{ NAME | CAPTION | ROW | COLUMN }}}}.")
+    name, *caption, row_key, column = parts
+    result = _load(name)
+    wanted = [_plain(key) for key in row_key.split("&")]
+    tables = [t for t in result["tables"] if not caption or caption[0] in t["caption"]]
+    found = []
+    for exact in (True, False):  # whole cells first, else cells that start with the keys
+        for table in tables:
+            if column in table["columns"]:
+                j = table["columns"].index(column)
+                found += [row[j] for row in table["rows"] if _holds(row, wanted, exact)]
+        if found:
+            break
+    if len(found) != 1:
+        columns = sorted({c for t in tables for c in t["columns"]})
+        why = ("no table with that caption" if not tables else
+               f"no column {column!r}; the columns are {columns}"
+               if column not in columns else
+               "no row holding every cell of ROW" if not found else
+               f"{len(found)} cells (add the table's CAPTION, or more cells to ROW)")
+        raise PluginError(f"{page}: a result reference matches {why}. Received: {quoted}; "
+                          f"expected exactly one cell of {RESULTS_DIR}/{name}.json.")
+    return _plain(found[0])
+
+
+def _holds(row, keys, exact):
+    cells = [_plain(v) for v in row]
+    return all(any(c == key if exact else c.startswith(key) for c in cells) for key in keys)
 
 
 def _cell(value):
