@@ -49,9 +49,8 @@ RECIPES = {
     "cifar": _recipe(
         "He et al. 2016 on a 40-epoch cosine schedule; lr 0.4 per 256 and label smoothing "
         "0.1 won a 9-variant ResNet-20 sweep (benchmarks/results/cifar_recipes.json); weight "
-        "EMA 0.999 (BatchNorm statistics included) and flip TTA added 0.5 and 1.0 points "
-        "at 40 epochs, 1-pixel shifts on top of the flip 0.4 more, 2-pixel instead of "
-        "4-pixel crop padding 0.4 more (docs/accuracy.md)",
+        "EMA 0.999 (BatchNorm statistics included), flip TTA with 1-pixel shifts and 2-pixel "
+        "crop padding each added to the 40-epoch accuracy (measured in docs/accuracy.md)",
         depth=20, epochs=40, optimizer="sgd", lr_wd=_LR_WD_CIFAR, warmup_epochs=1,
         label_smoothing=0.1, ema=0.999, tta="flip-shift", crop_padding=2, preset="cifar"),
     "cifar-long": _recipe(
