@@ -97,7 +97,9 @@ def make_strategy(devices=None, batch_size=None):
     more visible GPUs, else the default strategy. `devices` selects the first N GPUs; on
     a host without GPUs, N > 1 splits the CPU into N logical devices and mirrors over
     them (slower than one device: it exists to exercise distributed code on any host).
-    `batch_size`, when given, is checked against N CPU devices before they are made.
+    `batch_size`, when given, is checked against N CPU devices before they are made. In a
+    process that has run TensorFlow already (a notebook), the GPUs cannot be hidden any
+    more: the strategy then names the first N.
     """
     import tensorflow as tf
 
@@ -108,7 +110,20 @@ def make_strategy(devices=None, batch_size=None):
             raise ConfigError(f"--devices {devices} asks for more GPUs than the {len(gpus)} "
                               "visible.")
         gpus = gpus[:devices]
-        tf.config.set_visible_devices(gpus, "GPU")
+        try:
+            tf.config.set_visible_devices(gpus, "GPU")
+        except RuntimeError:  # train() in a notebook that has run TensorFlow: every GPU is
+            # set up already, so the strategy names the first N instead of hiding the rest.
+            if multi_worker:
+                raise ConfigError(
+                    f"--devices {devices} with TF_CONFIG hides the other GPUs, which TensorFlow "
+                    "fixes before it runs its first op, and this process has run TensorFlow "
+                    f"already. Received: --devices {devices}; expected a fresh process "
+                    "(train.py) for it.") from None
+            names = [f"/gpu:{i}" for i in range(devices)]
+            if devices == 1:
+                return tf.distribute.OneDeviceStrategy(names[0])
+            return tf.distribute.MirroredStrategy(names)
     elif devices is not None and devices > 1:
         if multi_worker:
             raise ConfigError("--devices > 1 without GPUs cannot be combined with TF_CONFIG; "

@@ -569,3 +569,30 @@ def test_multi_worker_strategy_on_two_processes_matches_one_device(
     assert re.search(r"strategy\s+MultiWorkerMirroredStrategy, 2 replica\(s\)", outputs[0])
     assert "Run complete" in outputs[0] and "Run complete" not in outputs[1]
     _assert_close_to_single_device(single_and_mirrored["single"][0], out)
+
+
+def test_devices_on_gpus_after_tensorflow_ran_names_the_first_n(monkeypatch):
+    """In a notebook TensorFlow has set up every GPU before train() runs: hiding the others
+    raises RuntimeError, so the strategy names the first N GPUs instead."""
+    import tensorflow as tf
+
+    from resnet_tf.errors import ConfigError
+    from resnet_tf.training import distribute
+
+    made = []
+    monkeypatch.setattr(distribute, "visible_gpus", lambda: ["gpu0", "gpu1", "gpu2"])
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+
+    def too_late(devices, kind):
+        raise RuntimeError("Visible devices cannot be modified after being initialized")
+
+    monkeypatch.setattr(tf.config, "set_visible_devices", too_late)
+    monkeypatch.setattr(tf.distribute, "MirroredStrategy", lambda names: made.append(names) or "mirrored")
+    monkeypatch.setattr(tf.distribute, "OneDeviceStrategy", lambda name: made.append(name) or "one")
+    assert distribute.make_strategy(2) == "mirrored"
+    assert distribute.make_strategy(1) == "one"
+    assert made == [["/gpu:0", "/gpu:1"], "/gpu:0"]
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {}}')
+    with pytest.raises(ConfigError, match="expected a fresh process") as error:
+        distribute.make_strategy(2)
+    assert "\n" not in str(error.value)
