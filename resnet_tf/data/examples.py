@@ -32,6 +32,9 @@ class Data:
         skipped_files: int. Image files that could not be decoded and were left out.
         one_hot_labels: bool. `train` yields float32 one-hot `[B, classes]` labels (mixed
             by MixUp or CutMix) instead of int32 `[B]`; `val` always yields int32.
+        train_pixels: str. `"normalized"`: `train` yields normalized float32 images, as
+            `val` always does; `"uint8"`: uint8 pixels, which the model's step normalizes
+            on the accelerator (`resnet_tf.training.pixels.normalizing_train_step`).
     """
 
     train: tf.data.Dataset
@@ -44,6 +47,7 @@ class Data:
     skipped_files: int = 0
     one_hot_labels: bool = False  # issue 13 (resnet_tf.data.augment)
     train_size: int | None = None
+    train_pixels: str = "normalized"
 
 
 @dataclasses.dataclass

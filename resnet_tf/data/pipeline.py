@@ -79,6 +79,7 @@ def load_data(
     random_erasing=0.0,
     crop_padding=CIFAR_PAD,
     eval_transform=None,
+    train_pixels="normalized",
 ):
     """Builds the train and validation pipelines.
 
@@ -126,6 +127,13 @@ def load_data(
         eval_transform: optional `EvalTransform`: how validation images (and training
             images without augmentation) are resized and cropped, e.g. pretrained
             weights' own (`transform_of`); `None`: `preset`'s at `image_size`.
+        train_pixels: str. `"normalized"`: training batches of normalized float32 images.
+            `"uint8"`: the "imagenet" preset's crops and flips as uint8 pixels, a quarter
+            of the bytes and no normalization on the CPU, for a training step that
+            normalizes them on the accelerator (`train.py` does); the per-batch policies
+            (RandAugment, AugMix, TrivialAugment, MixUp, CutMix, random erasing) work on
+            normalized images and refuse it. `"auto"`: uint8 where it applies, else
+            normalized. `Data.train_pixels` says which.
 
     Image folders need at least two classes. A file reachable by several paths (links)
     is used once; files of `data_dir` that are also in `val_dir` are used for validation
@@ -136,6 +144,9 @@ def load_data(
     """
     check_positive_int("batch_size", batch_size)
     augmentation = check_augmentation(augment, mixup, cutmix, random_erasing, crop_padding)
+    if train_pixels not in TRAIN_PIXELS:
+        raise DataError(f"train_pixels must be one of {', '.join(TRAIN_PIXELS)}. Received: "
+                        f"train_pixels={train_pixels!r}; expected one of them.")
     if image_size is not None:
         check_positive_int("image_size", image_size)
     if train_size is not None:
@@ -186,6 +197,8 @@ def load_data(
             f"expected batch_size <= {train_count}, since incomplete training batches are dropped."
         )
     check_classes(augmentation, class_names)  # issue 13
+    after = batch_augmenter(augmentation, len(class_names))  # issue 13
+    pixels = _uint8_training(train_pixels, preset, augmentation, after)
     build = dict(
         image_size=image_size,
         preset=preset,
@@ -200,8 +213,9 @@ def load_data(
             training=True,
             augment=augmentation.crop_flip,
             crop_padding=augmentation.crop_padding,
-            after=batch_augmenter(augmentation, len(class_names)),  # issue 13
+            after=after,
             train_size=train_size,
+            pixels=pixels,
             **build,
         ),
         val=None if val is None else _pipeline(val, training=False, augment=False, **build),
@@ -213,7 +227,24 @@ def load_data(
         val_examples=0 if val is None else val.count,
         skipped_files=skipped,
         one_hot_labels=augmentation.one_hot_labels,  # issue 13
+        train_pixels="uint8" if pixels else "normalized",
     )
+
+
+TRAIN_PIXELS = ("normalized", "uint8", "auto")
+
+
+def _uint8_training(train_pixels, preset, augmentation, after):
+    """Whether training batches are uint8 pixels (`load_data`'s `train_pixels`)."""
+    possible = preset == "imagenet" and augmentation.crop_flip and after is None
+    if train_pixels == "uint8" and not possible:
+        why = (f"preset={preset!r}" if preset != "imagenet" else
+               "augment='none'" if not augmentation.crop_flip else
+               "a per-batch augmentation (RandAugment, AugMix, TrivialAugment, MixUp, CutMix "
+               "or random erasing)")
+        raise DataError(f"train_pixels='uint8' needs the imagenet preset's crop and flip alone. "
+                        f"Received: {why}; expected train_pixels='normalized' or 'auto' for it.")
+    return train_pixels != "normalized" and possible
 
 
 class DataFacts(typing.NamedTuple):
@@ -248,7 +279,7 @@ def probe_data(dataset="cifar10", *, data_dir=None, val_dir=None, tfds_dir=None,
 
 def _pipeline(
     examples, *, training, augment, image_size, preset, batch_size, seed, deterministic, after=None,
-    crop_padding=CIFAR_PAD, train_size=None, transform=None,
+    crop_padding=CIFAR_PAD, train_size=None, transform=None, pixels=False,
 ):
     # `after`: an optional `augment.BatchAugmenter`, run on every batch after the crop and
     # flip; it normalizes (issue 13).
@@ -288,10 +319,11 @@ def _pipeline(
                 if examples.to_encoded is not None:  # JPEG: decode the crop window only
                     encoded, label = examples.to_encoded(*element)
                     return resize_to(preprocess_encoded_for_train(
-                        encoded, crop_size, preset, image_seed, crop_padding), train_size), label
+                        encoded, crop_size, preset, image_seed, crop_padding, pixels),
+                        train_size), label
                 image, label = to_image(*element)
                 return resize_to(preprocess_for_train(image, crop_size, preset, image_seed,
-                                                      crop_padding), train_size), label
+                                                      crop_padding, pixels), train_size), label
         else:
 
             def prepare(*element):

@@ -144,7 +144,8 @@ def _centre_offset(side, crop):
 
 
 @tf.autograph.experimental.do_not_convert
-def preprocess_for_train(image, image_size, preset, seed=None, crop_padding=CIFAR_PAD):
+def preprocess_for_train(image, image_size, preset, seed=None, crop_padding=CIFAR_PAD,
+                         pixels=False):
     """Random augmentation of one uint8 `[H, W, 3]` image to normalized float32 `[S, S, 3]`.
 
     Args:
@@ -157,8 +158,11 @@ def preprocess_for_train(image, image_size, preset, seed=None, crop_padding=CIFA
             horizontal flip.
         seed: optional int tensor of shape `[2]`. The same seed gives the same
             augmentation; `None` draws one from TF's global generator.
+        pixels: bool. `"imagenet"` only: return the crop as uint8 pixels (the resize
+            rounded), not normalized, for a model step that normalizes on the accelerator
+            (`normalize` of them is the normalized image to within half a grey level).
     """
-    check_preset(preset)
+    check_pixels(preset, pixels)
     image = tf.convert_to_tensor(image)
     if seed is None:
         seed = tf.random.uniform([2], maxval=2**31 - 1, dtype=tf.int64)
@@ -167,11 +171,22 @@ def preprocess_for_train(image, image_size, preset, seed=None, crop_padding=CIFA
         image.set_shape([image_size, image_size, 3])
         return normalize(image)
     begin, size, flip_seed = _random_resized_crop_box(tf.shape(image), seed)
-    return _finish_random_resized_crop(tf.slice(image, begin, size), image_size, flip_seed)
+    return _finish_random_resized_crop(tf.slice(image, begin, size), image_size, flip_seed,
+                                       pixels)
+
+
+def check_pixels(preset, pixels):
+    """The preset is known, and uint8 pixels are asked of the "imagenet" preset only."""
+    check_preset(preset)
+    if pixels and preset != "imagenet":
+        raise DataError(f"Training images as uint8 pixels come from the imagenet preset's "
+                        f"random-resized crop only. Received: preset={preset!r}; expected "
+                        "'imagenet', or normalized images.")
 
 
 @tf.autograph.experimental.do_not_convert
-def preprocess_encoded_for_train(encoded, image_size, preset, seed=None, crop_padding=CIFAR_PAD):
+def preprocess_encoded_for_train(encoded, image_size, preset, seed=None, crop_padding=CIFAR_PAD,
+                                 pixels=False):
     """`preprocess_for_train(decode_image(encoded), ...)`, decoding only what it keeps.
 
     For the "imagenet" preset and JPEG bytes, the random-resized crop's window is drawn from
@@ -179,8 +194,9 @@ def preprocess_encoded_for_train(encoded, image_size, preset, seed=None, crop_pa
     (`decode_and_crop_jpeg`), as TensorFlow's reference ImageNet pipelines do: the same
     window as decoding the whole image with the same seed, without decoding the pixels the
     crop throws away. Other formats, and the "cifar" preset, decode the whole image.
+    `pixels`: as `preprocess_for_train`'s.
     """
-    check_preset(preset)
+    check_pixels(preset, pixels)
     if preset == "cifar":
         return preprocess_for_train(decode_image(encoded), image_size, preset, seed, crop_padding)
     if seed is None:
@@ -189,10 +205,10 @@ def preprocess_encoded_for_train(encoded, image_size, preset, seed=None, crop_pa
     def fused():
         height_width = tf.image.extract_jpeg_shape(encoded)[:2]
         # The limit of every decode (`decode_image`), from the same header.
-        pixels = tf.reduce_prod(tf.cast(height_width, tf.int64))
-        within = tf.debugging.Assert(pixels <= MAX_IMAGE_PIXELS, [
+        count = tf.reduce_prod(tf.cast(height_width, tf.int64))
+        within = tf.debugging.Assert(count <= MAX_IMAGE_PIXELS, [
             f"image is larger than the limit of {MAX_IMAGE_PIXELS} pixels; decoding it needs",
-            pixels])
+            count])
         with tf.control_dependencies([within]):
             height_width = tf.identity(height_width)
         begin, size, flip_seed = _random_resized_crop_box(tf.concat([height_width, [3]], 0), seed)
@@ -200,21 +216,22 @@ def preprocess_encoded_for_train(encoded, image_size, preset, seed=None, crop_pa
         # The DCT `decode_image` uses, so the window holds the whole decode's pixels.
         image = tf.image.decode_and_crop_jpeg(encoded, window, channels=3,
                                               dct_method="INTEGER_ACCURATE")
-        return _finish_random_resized_crop(image, image_size, flip_seed)
+        return _finish_random_resized_crop(image, image_size, flip_seed, pixels)
 
     def whole():
-        return _decode_whole_for_train(encoded, image_size, preset, seed, crop_padding)
+        return _decode_whole_for_train(encoded, image_size, preset, seed, crop_padding, pixels)
 
     return tf.cond(is_jpeg(encoded), fused, whole)
 
 
 @tf.function(autograph=False, experimental_attributes={"_noinline": True})
-def _decode_whole_for_train(encoded, image_size, preset, seed, crop_padding):
+def _decode_whole_for_train(encoded, image_size, preset, seed, crop_padding, pixels=False):
     """`preprocess_for_train(decode_image(encoded), ...)` as one call node in the caller's
     graph. tf.data lowers `tf.cond` to Switch/Merge, so every op of the branch not taken
     still passes a dead tensor on: inlined, the ~460 ops of this branch (most of them
     `decode_image`'s header check) cost every JPEG about 0.14 ms on one thread."""
-    return preprocess_for_train(decode_image(encoded), image_size, preset, seed, crop_padding)
+    return preprocess_for_train(decode_image(encoded), image_size, preset, seed, crop_padding,
+                                pixels)
 
 
 def is_jpeg(encoded):
@@ -239,8 +256,10 @@ def _random_resized_crop_box(shape, seed):
     return begin, size, flip_seed
 
 
-def _finish_random_resized_crop(crop, image_size, flip_seed):
-    """The random-resized crop's uint8 window resized to `image_size`, flipped, normalized.
+def _finish_random_resized_crop(crop, image_size, flip_seed, pixels=False):
+    """The random-resized crop's uint8 window resized to `image_size`, flipped, normalized
+    (or, with `pixels`, rounded to uint8 and flipped: a quarter of the bytes, and no
+    normalization on the CPU).
 
     The resize is plain bilinear (`antialias=False`), as in the Model Garden's and
     TensorFlow's reference ImageNet pipelines: on a ~500x375 photo it costs 0.27 ms where
@@ -253,9 +272,11 @@ def _finish_random_resized_crop(crop, image_size, flip_seed):
     against 0.27 ms on one thread, `benchmarks/imagenet_input.py`'s step costs).
     """
     image = tf.image.resize(tf.cast(crop, tf.float32), [image_size, image_size], antialias=False)
+    if pixels:  # a bilinear mix of 0..255 values stays in 0..255
+        image = tf.cast(tf.round(image), tf.uint8)
     image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     image.set_shape([image_size, image_size, 3])
-    return normalize(image)
+    return image if pixels else normalize(image)
 
 
 def pad_crop_flip(images, image_size, seed, crop_padding=CIFAR_PAD):
