@@ -9,6 +9,7 @@ from resnet_tf.schedules import WarmupSchedule
 from resnet_tf.training.config import ResolvedConfig, resolve_config
 from resnet_tf.training.distribute import make_strategy, resolve_precision
 from resnet_tf.training.optimizers import build_optimizer
+from resnet_tf.training.pixels import normalizing_train_step
 from resnet_tf.training.recipes import (
     DEFAULT_VAL_SPLIT,
     OPTIMIZERS,
@@ -30,6 +31,7 @@ __all__ = [
     "WarmupSchedule",
     "build_optimizer",
     "make_strategy",
+    "normalizing_train_step",
     "resolve_config",
     "resolve_precision",
     "train",

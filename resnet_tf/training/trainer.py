@@ -68,6 +68,7 @@ from resnet_tf.training.finetune import (
     weights_kind,
 )
 from resnet_tf.training.optimizers import build_optimizer
+from resnet_tf.training.pixels import normalizing_train_step
 from resnet_tf.training.recipes import RunOptions, check_config, default_out
 
 FINETUNE_BACKUP = "finetune"
@@ -189,7 +190,9 @@ def _load_data(resolved, options):
         deterministic=resolved.deterministic, tfds_dir=options.tfds_dir,
         manual_dir=options.manual_dir, augment=resolved.augment, mixup=resolved.mixup,
         cutmix=resolved.cutmix, random_erasing=resolved.random_erasing,
-        crop_padding=resolved.crop_padding, eval_transform=run_transform(resolved))
+        crop_padding=resolved.crop_padding, eval_transform=run_transform(resolved),
+        # uint8 batches where the pipeline allows, normalized in the training step
+        train_pixels="auto")
 
 
 def _runtime(resolved, session, data, model):
@@ -206,6 +209,7 @@ def _runtime(resolved, session, data, model):
         steps_per_epoch=data.train_examples // batch,
         train_examples=data.train_examples, val_examples=data.val_examples,
         skipped_files=data.skipped_files, classes=len(data.class_names), model=model.name,
+        train_pixels=data.train_pixels,
         parameters=model.count_params(),
         versions={"keras": keras.__version__, "tensorflow": _tf_version()},
         cpu_settings=None if session.cpu is None else describe_cpu_config(session.cpu))
@@ -256,16 +260,22 @@ def _fit(model, resolved, data, run, session, callbacks, peak_lr):
         train_ds = distribute(train_ds, options.data_service, job_name=None)
     verbose = options.verbose if options.verbose is not None else (1 if sys.stdout.isatty() else 2)
     backup = _backup_dir(run, session)
+    import tensorflow as tf
+
+    # uint8 training batches are normalized in the step: the model itself sees float32.
+    pixels = data.train_pixels == "uint8"
+    model_ds = train_ds.map(lambda x, y: (tf.cast(x, tf.float32), y)) if pixels else train_ds
     for phase in _phases(resolved, run, peak_lr, model):
         with session.strategy.scope():
             _compile(model, resolved, data, phase, options)
-        work_around_keras_distributed_fit(model, session.strategy, train_ds)
+        work_around_keras_distributed_fit(model, session.strategy, model_ds)
         phase_backup = backup if phase.backup is None else os.path.join(backup, phase.backup)
         interrupt = StopOnInterrupt()
         try:
-            model.fit(train_ds, validation_data=val_ds, epochs=phase.end,
-                      initial_epoch=phase.start, verbose=verbose, shuffle=False,
-                      callbacks=[*callbacks(phase_backup), interrupt])
+            with normalizing_train_step(model, pixels):
+                model.fit(train_ds, validation_data=val_ds, epochs=phase.end,
+                          initial_epoch=phase.start, verbose=verbose, shuffle=False,
+                          callbacks=[*callbacks(phase_backup), interrupt])
         finally:
             interrupt.restore()
         if interrupt.interrupted:  # swallowed after the last batch: stop before what follows
