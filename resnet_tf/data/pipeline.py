@@ -504,6 +504,22 @@ def _relative(path, roots):
     return path
 
 
+def undecodable_files(files):
+    """Indices (sorted) of the `files` that `decode_image` cannot decode, the files training
+    skips as unreadable: all of them decoded once, in parallel, nothing kept."""
+    paths = tf.data.Dataset.from_tensor_slices((list(files), np.arange(len(files))))
+
+    def decode(path, index):
+        return index, tf.size(decode_image(tf.io.read_file(path)))  # the size keeps the decode
+
+    decoded = (paths.map(decode, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+               .batch(4096).with_options(dataset_options(deterministic=False)))
+    good = np.zeros(len(files), bool)
+    for indices, _ in decoded:
+        good[indices.numpy()] = True
+    return [int(i) for i in np.flatnonzero(~good)]
+
+
 def _decode_folder_into_memory(files, labels, roots, is_val, class_names):
     start = time.perf_counter()
     paths = tf.data.Dataset.from_tensor_slices((files, np.arange(len(files))))

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from resnet_tf.data.folders import list_image_folder
-from resnet_tf.data.pipeline import native_square_size
+from resnet_tf.data.pipeline import native_square_size, undecodable_files
 from resnet_tf.data.records import (
     FILES,
     FORMAT,
@@ -54,7 +54,11 @@ def prepare_records(data_dir, out, shards, *, log=print):
         raise DataError(f"The shard folder must be outside the image folder. Received: OUT "
                         f"'{out}' inside DIR '{data_dir}'; expected another folder.")
     files, labels, class_names = list_image_folder(data_dir)
-    skipped = _unreadable(files)  # listed in files.tsv, so hold-outs match the folder's
+    # Every file is decoded once, as training decodes it: the shards hold only images that
+    # decode, so training skips damaged records at the reader, before decoding
+    # (`records.record_splits`). Skipped files stay listed in files.tsv, so hold-outs match
+    # the folder's.
+    skipped = undecodable_files(files)
     if shards > len(files) - len(skipped):
         readable = len(files) - len(skipped)
         raise DataError(f"--shards is larger than the number of images. Received: --shards "
@@ -82,7 +86,7 @@ def prepare_records(data_dir, out, shards, *, log=print):
         log(f"wrote {name} ({len(members)} images)")
     manifest = {**plan, "class_names": list(class_names), "examples": len(present),
                 "image_size": native_square_size([files[i] for i in present]),
-                "skipped_indices": [int(i) for i in skipped],
+                "skipped_indices": [int(i) for i in skipped], "decoded": True,
                 "shard_files": [done[shard_name(i, shards)] for i in range(shards)]}
     fault_point("before manifest")
     write_json(os.path.join(out, MANIFEST), manifest)
@@ -91,20 +95,6 @@ def prepare_records(data_dir, out, shards, *, log=print):
         log(f"skipped {len(skipped)} unreadable image file(s), e.g. {files[skipped[0]]}")
     log(f"prepared {len(present)} images of {len(class_names)} classes in {shards} shards: {out}")
     return manifest
-
-
-def _unreadable(files):
-    """Indices of the files whose image header cannot be read (cheap: nothing is decoded)."""
-    from PIL import Image
-
-    bad = []
-    for i, file in enumerate(files):
-        try:
-            with Image.open(file):
-                pass
-        except Exception:  # noqa: BLE001 - any unreadable file is skipped the same way
-            bad.append(i)
-    return bad
 
 
 def _start(out, plan):

@@ -14,7 +14,9 @@ Each record is a `tf.train.Example` with the file's bytes as they are (`image/en
 no re-encoding, so nothing is lost and the fused JPEG decode-and-crop applies), its label
 (`image/class/label`, 0-based), its index in `files.tsv` (`image/index`) and its path
 (`image/filename`). Images are spread over the shards in a seeded random order, so every
-shard mixes every class.
+shard mixes every class. Only images that `decode_image` decodes are written (the manifest
+says `"decoded": true`), so a reader skips damage (a failed CRC, which ends the reading of
+that shard for the epoch) before decoding, and nothing after it.
 
 Writing is atomic and resumable: each shard is written to a temporary name and renamed
 once complete, a `.progress.json` lists the finished ones with their hashes, and the
@@ -125,6 +127,11 @@ def record_splits(path, val_split, split_seed):
                         f"where {MANIFEST} says {manifest['examples']}; prepare the folder again.")
     is_val = val_mask(labels, val_split, split_seed)
     shards = [os.path.join(os.fspath(path), e["file"]) for e in manifest["shard_files"]]
+    # Shards of a prepare that decoded every image hold only images that decode, so the
+    # pipeline need not skip decoding errors after its map (`ignore_errors` there keeps
+    # tf.data from fusing the map into the batch, benchmarks/imagenet_input.py); older
+    # ones do.
+    decoded = manifest.get("decoded") is True
 
     def split(validation):
         table = tf.constant(is_val)
@@ -137,8 +144,11 @@ def record_splits(path, val_split, split_seed):
                     num_parallel_calls=tf.data.AUTOTUNE)
         ds = ds.filter(lambda r: tf.gather(table, r["image/index"]) == validation)
         ds = ds.map(lambda r: (r["image/encoded"], tf.cast(r["image/class/label"], tf.int32)))
+        if decoded:  # damage fails a CRC in the reader (the shard's rest is lost): skipped here
+            ds = ds.ignore_errors()
         count = int(((is_val if validation else ~is_val) & present).sum())
-        return Examples(ds, count, may_fail=True, to_encoded=lambda encoded, label: (encoded, label),
+        return Examples(ds, count, may_fail=not decoded,
+                        to_encoded=lambda encoded, label: (encoded, label),
                         shuffle_buffer=min(SHUFFLE_BUFFER, max(count, 1)))
 
     return split(False), split(True) if (is_val & present).any() else None, manifest["class_names"]

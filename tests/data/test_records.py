@@ -144,3 +144,42 @@ def test_resnet_evaluate_reads_shards_like_the_folder(folder, tmp_path, tiny_res
     on_folder = evaluate(classifier, data_dir=folder)
     assert on_shards["examples"] == on_folder["examples"] == 30
     assert on_shards["confusion_matrix"] == on_folder["confusion_matrix"]
+
+
+def test_prepare_decodes_every_image_and_skips_what_does_not_decode(tmp_path, capsys):
+    """A JPEG whose header reads but whose data is cut short is skipped at prepare, so the
+    shards hold only images that decode (and say so)."""
+    root = write_class_images(tmp_path / "images", per_class=6, size=12, suffix=".jpg")
+    whole = (tmp_path / "images" / "dog" / "000.jpg").read_bytes()
+    (tmp_path / "images" / "dog" / "cut.jpg").write_bytes(whole[: len(whole) // 2])
+    manifest = prepare_records(root, tmp_path / "shards", 2, log=print)
+    assert manifest["decoded"] is True
+    assert manifest["examples"] == 18
+    listed = (tmp_path / "shards" / "files.tsv").read_text().splitlines()
+    assert [listed[i].split("\t")[0] for i in manifest["skipped_indices"]] == [
+        os.path.join("dog", "cut.jpg")]
+    assert "skipped 1 unreadable image file(s)" in capsys.readouterr().out
+
+
+def test_a_damaged_record_ends_its_shard_and_training_goes_on(folder, tmp_path):
+    """A shard whose bytes changed (its size kept) fails a record's CRC in the reader, which
+    cannot find the next record after it: the rest of that shard is skipped for the epoch,
+    at the reader, and the other shards train."""
+    from resnet_tf.data.records import record_splits
+
+    out = tmp_path / "shards"
+    manifest = prepare_records(folder, out, 3, log=lambda line: None)
+    shard = out / manifest["shard_files"][0]["file"]
+    data = bytearray(shard.read_bytes())
+    data[200] ^= 0xFF  # inside the first record's payload
+    shard.write_bytes(bytes(data))
+    train, _, _ = record_splits(str(out), None, 0)
+    assert train.may_fail is False  # prepared decoded: no decoding errors to catch after the map
+    images = load_data(data_dir=str(out), image_size=12, batch_size=1, val_split=0,
+                       augment="none").train
+    assert sum(1 for _ in images) == 30 - manifest["shard_files"][0]["examples"]
+    # A manifest from before prepare decoded every image keeps the guard after the map.
+    old = json.loads((out / MANIFEST).read_text())
+    del old["decoded"]
+    (out / MANIFEST).write_text(json.dumps(old))
+    assert record_splits(str(out), None, 0)[0].may_fail is True
