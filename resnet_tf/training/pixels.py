@@ -35,8 +35,9 @@ def normalizing_train_step(model, enabled=True):
     step = model.train_step
 
     def train_step(data):
-        images, *rest = data
-        return step((normalize(images), *rest))
+        if isinstance(data, (tuple, list)):  # (images, labels[, sample weights])
+            return step((normalize(data[0]), *data[1:]))
+        return step(normalize(data))
 
     model.train_step = train_step
     try:

@@ -545,7 +545,9 @@ def _print_config(c, r, precision_reason, path):
                  + (f", training crops {c.train_size} px" if c.train_size not in (None, c.image_size)
                     else "")
                  + (f"; training pipeline on the tf.data service at {r['data_service']}"
-                    if r.get("data_service") else "")),
+                    if r.get("data_service") else "")
+                 + ("; uint8 training batches, normalized in the training step"
+                    if r.get("train_pixels") == "uint8" else "")),
         ("augmentation", ", ".join(augment)),
         ("precision", f"{r['precision']} ({precision_reason})"),
         ("strategy", f"{r['strategy']}, {r['replicas']} replica(s)"),

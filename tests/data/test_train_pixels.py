@@ -130,6 +130,7 @@ def test_train_py_trains_on_uint8_pixels_and_records_it(folder, tmp_path):
     with open(out / "config.json") as f:
         config = json.load(f)
     assert config["runtime"]["train_pixels"] == "uint8"
+    assert "uint8 training batches, normalized in the training step" in result.stdout
     assert config["config"]["preset"] in (None, "imagenet")
     with open(out / "history.csv", newline="") as f:
         losses = [float(row["loss"]) for row in csv.DictReader(f)]
