@@ -54,23 +54,26 @@ def prepare_records(data_dir, out, shards, *, log=print):
         raise DataError(f"The shard folder must be outside the image folder. Received: OUT "
                         f"'{out}' inside DIR '{data_dir}'; expected another folder.")
     files, labels, class_names = list_image_folder(data_dir)
+    listing = "".join(f"{os.path.relpath(f, data_dir)}\t{label}\n"
+                      for f, label in zip(files, labels))
+    plan = {"format": FORMAT, "source": data_dir, "shards": shards,
+            "files_sha256": hashlib.sha256(listing.encode()).hexdigest()}
+    existed = os.path.isdir(out)
+    done = _start(out, plan)
+    if done is None:
+        log(f"{out} already holds these {len(files)} images in {shards} shards; nothing to do.")
+        return read_manifest(out)
     # Every file is decoded once, as training decodes it: the shards hold only images that
     # decode, so training skips damaged records at the reader, before decoding
     # (`records.record_splits`). Skipped files stay listed in files.tsv, so hold-outs match
     # the folder's.
     skipped = undecodable_files(files)
     if shards > len(files) - len(skipped):
+        if not existed and not os.listdir(out):  # nothing of it is left behind
+            os.rmdir(out)
         readable = len(files) - len(skipped)
         raise DataError(f"--shards is larger than the number of images. Received: --shards "
                         f"{shards} for {readable} images; expected at most {readable}.")
-    listing = "".join(f"{os.path.relpath(f, data_dir)}\t{label}\n"
-                      for f, label in zip(files, labels))
-    plan = {"format": FORMAT, "source": data_dir, "shards": shards,
-            "files_sha256": hashlib.sha256(listing.encode()).hexdigest()}
-    done = _start(out, plan)
-    if done is None:
-        log(f"{out} already holds these {len(files)} images in {shards} shards; nothing to do.")
-        return read_manifest(out)
     write_text(os.path.join(out, FILES), listing)
     present = np.setdiff1d(np.arange(len(files)), skipped)
     order = np.random.default_rng(_SHUFFLE_SEED).permutation(present)

@@ -127,6 +127,7 @@ def test_prepare_refuses_what_it_would_overwrite(folder, tmp_path, capsys):
     assert "must be outside the image folder" in capsys.readouterr().err
     assert cli_main(["prepare", folder, str(tmp_path / "s"), "--shards", "31"]) == 2
     assert "Received: --shards 31 for 30 images; expected at most 30." in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()  # the refused run leaves no folder behind
     prepare_records(folder, tmp_path / "done", 2, log=lambda line: None)
     assert cli_main(["prepare", folder, str(tmp_path / "done"), "--shards", "3"]) == 2
     assert "already holds shards of another preparation" in capsys.readouterr().err
@@ -183,3 +184,14 @@ def test_a_damaged_record_ends_its_shard_and_training_goes_on(folder, tmp_path):
     del old["decoded"]
     (out / MANIFEST).write_text(json.dumps(old))
     assert record_splits(str(out), None, 0)[0].may_fail is True
+
+
+def test_rerunning_a_finished_prepare_decodes_nothing(folder, tmp_path, monkeypatch, capsys):
+    prepare_records(folder, tmp_path / "shards", 2, log=lambda line: None)
+
+    def decoding(files):
+        raise AssertionError("a finished preparation decoded its images again")
+
+    monkeypatch.setattr(prepare_module, "undecodable_files", decoding)
+    assert cli_main(["prepare", folder, str(tmp_path / "shards"), "--shards", "2"]) == 0
+    assert "nothing to do" in capsys.readouterr().out
