@@ -67,6 +67,7 @@ def prepare_records(data_dir, out, shards, *, log=print):
     # decode, so training skips damaged records at the reader, before decoding
     # (`records.record_splits`). Skipped files stay listed in files.tsv, so hold-outs match
     # the folder's.
+    log(f"decoding each of the {len(files)} images once, to keep only those that decode")
     skipped = undecodable_files(files)
     if shards > len(files) - len(skipped):
         if not existed and not os.listdir(out):  # nothing of it is left behind

@@ -44,7 +44,9 @@ def test_prepare_writes_every_image_once_with_a_manifest(folder, tmp_path, capsy
     for entry in manifest["shard_files"]:
         data = (out / entry["file"]).read_bytes()
         assert (len(data), hashlib.sha256(data).hexdigest()) == (entry["bytes"], entry["sha256"])
-    assert "skipped 1 unreadable image file(s)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "decoding each of the 31 images once" in printed
+    assert "skipped 1 unreadable image file(s)" in printed
 
 
 def test_shards_train_and_validate_on_the_images_of_the_folder(folder, tmp_path):
