@@ -9,8 +9,9 @@
   and renders the JSON files that no other marker shows, so a file added later appears.
 - `{{ NAME | ROW | COLUMN }}` anywhere in a page's prose is one cell of
   `benchmarks/results/NAME.json`: the row holding every cell that ROW lists (joined by
-  " & "; whole cells, or else cells that start with them), in the column named COLUMN; `{{ NAME | CAPTION | ROW | COLUMN }}` first picks the
-  tables whose caption contains CAPTION. A figure in prose is therefore read from its
+  " & "; whole cells, or else cells that start with them), in the column named COLUMN;
+  `{{ NAME | CAPTION | ROW | COLUMN }}` first picks the tables whose caption contains
+  CAPTION. A figure in prose is therefore read from its
   result file, never typed: a reference that matches no cell, or more than one, fails the
   build. In a code span (after a backtick) it is left as it is.
 - Repository files outside docs/ that pages link to (notebooks, benchmarks/results,
@@ -103,12 +104,17 @@ def _readme():
     return re.sub(r"\]\(docs/", "](", text)
 
 
+def _document_this_checkout():
+    """Imports `resnet_tf` from the checkout being built, not from an installed copy."""
+    if ROOT not in sys.path:
+        sys.path.insert(0, ROOT)
+
+
 # -- pretrained weights ------------------------------------------------------------------
 
 def weights_table():
     """The registry as a Markdown table, one row per `list_weights()` entry."""
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)  # document the checkout being built, not an installed copy
+    _document_this_checkout()
     from resnet_tf.models.registry import IMAGENET_MEAN, IMAGENET_STD, list_weights
 
     def preprocessing(p):
@@ -139,8 +145,7 @@ def weights_table():
 
 def recipes_table():
     """`RECIPES` as a Markdown table: each recipe's own description and the values it sets."""
-    if ROOT not in sys.path:
-        sys.path.insert(0, ROOT)
+    _document_this_checkout()
     from resnet_tf.training.recipes import RECIPES
 
     def values(r):

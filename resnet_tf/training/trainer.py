@@ -260,15 +260,11 @@ def _fit(model, resolved, data, run, session, callbacks, peak_lr):
         train_ds = distribute(train_ds, options.data_service, job_name=None)
     verbose = options.verbose if options.verbose is not None else (1 if sys.stdout.isatty() else 2)
     backup = _backup_dir(run, session)
-    import tensorflow as tf
-
-    # uint8 training batches are normalized in the step: the model itself sees float32.
-    pixels = data.train_pixels == "uint8"
-    model_ds = train_ds.map(lambda x, y: (tf.cast(x, tf.float32), y)) if pixels else train_ds
+    pixels = data.train_pixels == "uint8"  # normalized in the training step
     for phase in _phases(resolved, run, peak_lr, model):
         with session.strategy.scope():
             _compile(model, resolved, data, phase, options)
-        work_around_keras_distributed_fit(model, session.strategy, model_ds)
+        work_around_keras_distributed_fit(model, session.strategy, train_ds)
         phase_backup = backup if phase.backup is None else os.path.join(backup, phase.backup)
         interrupt = StopOnInterrupt()
         try:
